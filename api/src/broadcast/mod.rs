@@ -1,0 +1,235 @@
+//! The broadcaster: every instance reads all of `events-processed` (assigned
+//! partitions, no shared consumer group) and releases messages to its feed
+//! clients strictly in sequence order, each exactly once.
+//!
+//! Records can arrive twice (a worker replayed a batch) or out of order (two
+//! workers publishing concurrently, or a worker that crashed between its
+//! database commit and its publish). The [`Sequencer`] drops what was
+//! released already and holds back what comes early. Because committed
+//! sequence numbers never have holes (see [`crate::store`]), a record with
+//! number `n` proves that everything below `n` is in the database: if the
+//! missing records do not show up within a short grace period, they are read
+//! from there. See docs/ARCHITECTURE.md.
+//!
+//! Fan-out goes through a `tokio::sync::broadcast` ring: each event is
+//! encoded once into shared bytes, sending never waits for a client, and a
+//! client that falls more than the ring's capacity behind learns so on its
+//! next read (and is then cut off by the feed).
+
+mod sequencer;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaSettings;
+use crate::cursor;
+use crate::error::Chain;
+use crate::message::{self, Sequenced};
+use crate::store::Store;
+use crate::worker::Backoff;
+
+pub use sequencer::Sequencer;
+
+/// One message, encoded once for every client.
+#[derive(Debug)]
+pub struct FeedEvent {
+    pub seq: i64,
+    pub user_id: Box<str>,
+    /// The SSE `id:` (the message's cursor).
+    pub cursor: ByteString,
+    /// The SSE `data:` (the public JSON of the message).
+    pub data: ByteString,
+}
+
+impl FeedEvent {
+    pub fn new(s: &Sequenced) -> Self {
+        let data = serde_json::to_string(&s.message.to_public_json()).unwrap_or_default();
+        FeedEvent {
+            seq: s.seq,
+            user_id: s.message.user_id.as_str().into(),
+            cursor: cursor::encode(s.seq).into(),
+            data: data.into(),
+        }
+    }
+}
+
+/// The fan-out point shared by the broadcaster task and the feed handlers.
+#[derive(Clone)]
+pub struct Broadcaster {
+    tx: broadcast::Sender<Arc<FeedEvent>>,
+    released: Arc<AtomicI64>,
+}
+
+impl Broadcaster {
+    /// `client_buffer` is how many events a client may fall behind.
+    pub fn new(client_buffer: usize) -> Self {
+        let (tx, _) = broadcast::channel(client_buffer.max(1));
+        Broadcaster {
+            tx,
+            released: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// A receiver of every event released from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.tx.subscribe()
+    }
+
+    /// The highest sequence number released so far.
+    pub fn last_released(&self) -> i64 {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Number of connected feed clients.
+    pub fn clients(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    fn release(&self, s: &Sequenced) {
+        self.released.store(s.seq, Ordering::Release);
+        // An error only means nobody is listening right now.
+        let _ = self.tx.send(Arc::new(FeedEvent::new(s)));
+    }
+}
+
+/// A consumer positioned at the current end of every partition of
+/// `events-processed`, and the highest sequence number already committed at
+/// that moment. Everything committed later is published at or after those
+/// positions, so nothing falls between the two.
+pub async fn position(
+    settings: &KafkaSettings,
+    store: &Store,
+) -> Result<(StreamConsumer, i64), StartError> {
+    // A group id of our own that is never joined nor committed: `assign` does not use it.
+    let group = format!("feed-broadcaster-{}", uuid::Uuid::new_v4());
+    let mut config = crate::kafka::consumer_config(settings, &group);
+    config.set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = config.create()?;
+    let topic = settings.topic_processed.clone();
+    let consumer = tokio::task::spawn_blocking(move || -> Result<StreamConsumer, StartError> {
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(StartError::NoPartitions(topic));
+        }
+        let mut assignment = TopicPartitionList::new();
+        for p in partitions {
+            let (_low, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
+            assignment.add_partition_offset(&topic, p, Offset::Offset(high))?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(consumer)
+    })
+    .await
+    .map_err(|_| StartError::Canceled)??;
+    let last = store.max_seq().await?;
+    Ok((consumer, last))
+}
+
+/// Why the broadcaster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not set up the events-processed consumer")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {0} has no partitions")]
+    NoPartitions(String),
+    #[error("could not read the last sequence number")]
+    Store(#[from] crate::store::StoreError),
+    #[error("start-up was canceled")]
+    Canceled,
+}
+
+/// Reads `events-processed` and releases messages in order until shutdown.
+pub async fn run(
+    broadcaster: Broadcaster,
+    consumer: StreamConsumer,
+    start_after: i64,
+    store: Store,
+    gap_grace: Duration,
+    shutdown: CancellationToken,
+) {
+    broadcaster.released.store(start_after, Ordering::Release);
+    let mut sequencer = Sequencer::new(start_after);
+    let mut gap_deadline: Option<Instant> = None;
+    let mut backoff = Backoff::new();
+    tracing::info!(after_seq = start_after, "broadcaster started");
+    loop {
+        let wait_gap = async {
+            match gap_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wait_gap => {
+                let Some((after, before)) = sequencer.gap() else {
+                    gap_deadline = None;
+                    continue;
+                };
+                match store.between(after, before).await {
+                    Ok(rows) => {
+                        tracing::debug!(after, before, rows = rows.len(), "filled a gap from the database");
+                        for s in sequencer.fill(rows) {
+                            broadcaster.release(&s);
+                        }
+                        backoff.reset();
+                        gap_deadline = sequencer.gap().map(|_| Instant::now() + gap_grace);
+                    }
+                    Err(e) => {
+                        tracing::warn!(after, before, error = %Chain(&e), "could not fill a gap from the database; retrying");
+                        if !backoff.wait(&shutdown).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            received = consumer.recv() => match received {
+                Ok(record) => match message::decode_sequenced(record.payload()) {
+                    Ok(s) => {
+                        for s in sequencer.offer(s) {
+                            broadcaster.release(&s);
+                        }
+                        gap_deadline = match (sequencer.gap(), gap_deadline) {
+                            (None, _) => None,
+                            (Some(_), Some(at)) => Some(at),
+                            (Some(_), None) if sequencer.pending_len() > sequencer::MAX_PENDING => Some(Instant::now()),
+                            (Some(_), None) => Some(Instant::now() + gap_grace),
+                        };
+                    }
+                    Err(e) => tracing::error!(
+                        partition = record.partition(),
+                        offset = record.offset(),
+                        error = %Chain(&e),
+                        "undecodable record on the processed topic; skipped"
+                    ),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "broadcaster could not consume; retrying");
+                    if !backoff.wait(&shutdown).await {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    tracing::info!(
+        last_seq = broadcaster.last_released(),
+        "broadcaster stopped"
+    );
+}

@@ -1,0 +1,353 @@
+//! Typed settings, read once at start-up from environment variables.
+//!
+//! Every variable has a default that works for a native single-machine run
+//! (`bash start.sh`). A value that is present but invalid stops start-up with
+//! an error naming the variable: a typo in production should fail loudly, not
+//! silently fall back to a default.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// An environment variable that holds a value we cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// All settings of the API process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to bind (`HOST`): 127.0.0.1 by default; the container image
+    /// sets 0.0.0.0.
+    pub host: String,
+    /// Port to bind (`PORT`); 0 picks a free port (tests).
+    pub port: u16,
+    pub kafka: KafkaSettings,
+    pub database: DatabaseSettings,
+    pub feed: FeedSettings,
+    pub worker: WorkerSettings,
+    /// Upper bound for a graceful shutdown (SPEC §7 asks for 10 s in total).
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers` (`KAFKA_BROKERS`, else `KAFKA_HOST`:`KAFKA_PORT`).
+    pub brokers: String,
+    /// Topic the API produces to and the worker consumes (`TOPIC_EVENTS_TO_PROCESS`).
+    pub topic_to_process: String,
+    /// Topic the worker republishes persisted messages to (`TOPIC_EVENTS_PROCESSED`).
+    pub topic_processed: String,
+    /// Topic for records that can never be processed (`TOPIC_EVENTS_DEAD_LETTER`).
+    pub topic_dead_letter: String,
+    /// Partitions of `events-to-process` when we create it (`KAFKA_PARTITIONS`).
+    pub partitions: i32,
+    /// Partitions of `events-processed` when we create it (`KAFKA_PROCESSED_PARTITIONS`).
+    pub processed_partitions: i32,
+    /// Replication factor for topics we create (`KAFKA_REPLICATION_FACTOR`).
+    pub replication_factor: i32,
+    /// Consumer group shared by all workers (`KAFKA_WORKER_GROUP`).
+    pub worker_group: String,
+    /// How long a POST waits for the broker's acknowledgement before a 503
+    /// (`KAFKA_PRODUCE_TIMEOUT_MS`). Kept below typical HTTP client deadlines.
+    pub produce_timeout: Duration,
+    /// `linger.ms` of the producer (`KAFKA_LINGER_MS`). 0 by default: with
+    /// Tansu, librdkafka sent one message per batch when lingering, so every
+    /// message paid the whole linger.
+    pub linger_ms: u32,
+    /// `fetch.wait.max.ms` of consumers (`KAFKA_FETCH_WAIT_MAX_MS`): the upper
+    /// bound a quiet partition adds to end-to-end latency.
+    pub fetch_wait_max_ms: u32,
+    /// Use the idempotent producer (`KAFKA_IDEMPOTENCE`), so librdkafka's
+    /// internal retries never write a record twice.
+    pub idempotence: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// libpq-style URL; several hosts fail over in order (`DATABASE_URL`).
+    pub url: String,
+    /// Maximum pooled connections (`DB_POOL_SIZE`).
+    pub pool_size: usize,
+    /// Deadline for one database operation from a request (`DB_TIMEOUT_MS`).
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// History sent when the client does not ask (`FEED_HISTORY_DEFAULT`).
+    pub history_default: u32,
+    /// Largest `?history=` accepted (`FEED_HISTORY_MAX`).
+    pub history_max: u32,
+    /// Idle time after which a `: keep-alive` comment is sent (`FEED_HEARTBEAT_SECS`).
+    pub heartbeat: Duration,
+    /// `retry:` sent at the start of every stream (`FEED_RETRY_MS`).
+    pub retry: Duration,
+    /// How many live events one client may fall behind before it is cut off
+    /// with `event: lagged` (`FEED_CLIENT_BUFFER`).
+    pub client_buffer: usize,
+    /// How far back a `Last-Event-ID` may point and still resume exactly
+    /// (`FEED_RESUME_WINDOW`, in messages).
+    pub resume_window: i64,
+    /// How long the broadcaster waits for an out-of-order record to arrive
+    /// before it reads the missing messages from the database (`FEED_GAP_GRACE_MS`).
+    pub gap_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Run the worker in this process (`WORKER_ENABLED`).
+    pub enabled: bool,
+    /// Most records persisted in one transaction (`WORKER_BATCH_SIZE`).
+    pub batch_size: usize,
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_vars(&vars)
+    }
+
+    /// Reads the settings from a map of variables (the environment, or a test's own).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env(vars);
+
+        let brokers = match env.get("KAFKA_BROKERS") {
+            Some(b) => b.to_owned(),
+            None => format!(
+                "{}:{}",
+                env.get("KAFKA_HOST").unwrap_or("localhost"),
+                env.parse::<u16>("KAFKA_PORT", 9092)?
+            ),
+        };
+        if brokers.trim().is_empty() {
+            return Err(env.invalid("KAFKA_BROKERS", "must name at least one broker"));
+        }
+        let database_url = match env.get("DATABASE_URL") {
+            Some(url) => url.to_owned(),
+            None => format!(
+                "postgresql://{}@{}:{}/{}?sslmode=disable",
+                env.get("DB_USER").unwrap_or("root"),
+                env.get("DB_HOST").unwrap_or("localhost"),
+                env.parse::<u16>("DB_PORT", 26257)?,
+                env.get("DB_NAME").unwrap_or("defaultdb"),
+            ),
+        };
+        if let Err(e) = database_url.parse::<tokio_postgres::Config>() {
+            return Err(env.invalid("DATABASE_URL", &e.to_string()));
+        }
+
+        let history_max = env.parse_range("FEED_HISTORY_MAX", 1000u32, 0..=100_000)?;
+        let history_default = env.parse_range("FEED_HISTORY_DEFAULT", 100u32, 0..=history_max)?;
+
+        Ok(Settings {
+            host: env.get("HOST").unwrap_or("127.0.0.1").to_owned(),
+            port: env.parse("PORT", 8090u16)?,
+            kafka: KafkaSettings {
+                brokers,
+                topic_to_process: env.topic("TOPIC_EVENTS_TO_PROCESS", "events-to-process")?,
+                topic_processed: env.topic("TOPIC_EVENTS_PROCESSED", "events-processed")?,
+                topic_dead_letter: env.topic("TOPIC_EVENTS_DEAD_LETTER", "events-dead-letter")?,
+                partitions: env.parse_range("KAFKA_PARTITIONS", 3, 1..=1024)?,
+                processed_partitions: env.parse_range("KAFKA_PROCESSED_PARTITIONS", 1, 1..=1024)?,
+                replication_factor: env.parse_range("KAFKA_REPLICATION_FACTOR", 1, 1..=16)?,
+                worker_group: env
+                    .get("KAFKA_WORKER_GROUP")
+                    .unwrap_or("feed-worker")
+                    .to_owned(),
+                produce_timeout: Duration::from_millis(env.parse_range(
+                    "KAFKA_PRODUCE_TIMEOUT_MS",
+                    5000u64,
+                    100..=120_000,
+                )?),
+                linger_ms: env.parse_range("KAFKA_LINGER_MS", 0u32, 0..=60_000)?,
+                fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 50u32, 1..=10_000)?,
+                idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", true)?,
+            },
+            database: DatabaseSettings {
+                url: database_url,
+                pool_size: env.parse_range("DB_POOL_SIZE", 16usize, 1..=1024)?,
+                timeout: Duration::from_millis(env.parse_range(
+                    "DB_TIMEOUT_MS",
+                    5000u64,
+                    100..=120_000,
+                )?),
+            },
+            feed: FeedSettings {
+                history_default,
+                history_max,
+                heartbeat: Duration::from_secs(env.parse_range(
+                    "FEED_HEARTBEAT_SECS",
+                    15u64,
+                    1..=3600,
+                )?),
+                retry: Duration::from_millis(env.parse_range(
+                    "FEED_RETRY_MS",
+                    3000u64,
+                    0..=600_000,
+                )?),
+                client_buffer: env.parse_range("FEED_CLIENT_BUFFER", 1024usize, 1..=1_000_000)?,
+                resume_window: env.parse_range("FEED_RESUME_WINDOW", 10_000i64, 0..=100_000_000)?,
+                gap_grace: Duration::from_millis(env.parse_range(
+                    "FEED_GAP_GRACE_MS",
+                    100u64,
+                    0..=60_000,
+                )?),
+            },
+            worker: WorkerSettings {
+                enabled: env.parse_bool("WORKER_ENABLED", true)?,
+                batch_size: env.parse_range("WORKER_BATCH_SIZE", 500usize, 1..=10_000)?,
+            },
+            shutdown_timeout: Duration::from_secs(env.parse_range(
+                "SHUTDOWN_TIMEOUT_SECS",
+                8u64,
+                1..=300,
+            )?),
+        })
+    }
+}
+
+/// A view over the variables with typed, named parsing.
+struct Env<'a>(&'a HashMap<String, String>);
+
+impl Env<'_> {
+    /// A variable's value; an empty value counts as unset, as in most shells' `${VAR:-default}`.
+    fn get(&self, var: &str) -> Option<&str> {
+        self.0
+            .get(var)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&self, var: &str, reason: &str) -> ConfigError {
+        ConfigError {
+            var: var.to_owned(),
+            value: self.get(var).unwrap_or_default().to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn parse<T>(&self, var: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.get(var) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| self.invalid(var, &e.to_string())),
+        }
+    }
+
+    fn parse_range<T>(
+        &self,
+        var: &str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let value = self.parse(var, default)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.invalid(
+                var,
+                &format!("must be between {} and {}", range.start(), range.end()),
+            ))
+        }
+    }
+
+    fn parse_bool(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) => match v.as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(self.invalid(var, "must be true or false")),
+            },
+        }
+    }
+
+    fn topic(&self, var: &str, default: &str) -> Result<String, ConfigError> {
+        let name = self.get(var).unwrap_or(default);
+        let valid = !name.is_empty()
+            && name.len() <= 249
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if valid {
+            Ok(name.to_owned())
+        } else {
+            Err(self.invalid(var, "a topic name is 1 to 249 of A-Z a-z 0-9 . _ -"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let s = Settings::from_vars(&vars(&[])).expect("defaults are valid");
+        assert_eq!(s.port, 8090);
+        assert_eq!(s.kafka.brokers, "localhost:9092");
+        assert_eq!(s.kafka.topic_to_process, "events-to-process");
+        assert_eq!(s.kafka.topic_processed, "events-processed");
+        assert_eq!(s.feed.history_default, 100);
+        assert_eq!(s.feed.history_max, 1000);
+        assert_eq!(s.feed.heartbeat, Duration::from_secs(15));
+        assert_eq!(s.feed.resume_window, 10_000);
+    }
+
+    #[test]
+    fn kafka_host_and_port_build_the_broker_list() {
+        let s = Settings::from_vars(&vars(&[("KAFKA_HOST", "kafka"), ("KAFKA_PORT", "29092")]))
+            .expect("valid");
+        assert_eq!(s.kafka.brokers, "kafka:29092");
+    }
+
+    #[test]
+    fn an_invalid_value_names_the_variable() {
+        let err = Settings::from_vars(&vars(&[("PORT", "eighty")])).expect_err("invalid port");
+        assert_eq!(err.var, "PORT");
+        assert!(err.to_string().contains("PORT"), "{err}");
+
+        let err = Settings::from_vars(&vars(&[("FEED_HISTORY_MAX", "-1")])).expect_err("negative");
+        assert_eq!(err.var, "FEED_HISTORY_MAX");
+
+        let err = Settings::from_vars(&vars(&[("WORKER_ENABLED", "maybe")])).expect_err("bool");
+        assert_eq!(err.var, "WORKER_ENABLED");
+
+        let err = Settings::from_vars(&vars(&[("DATABASE_URL", "postgresql://a:b:c:d")]))
+            .expect_err("bad url");
+        assert_eq!(err.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn a_multi_host_database_url_is_accepted() {
+        let s = Settings::from_vars(&vars(&[(
+            "DATABASE_URL",
+            "postgresql://root@roach1:26257,roach2:26257/defaultdb?sslmode=disable",
+        )]))
+        .expect("valid");
+        let cfg: tokio_postgres::Config = s.database.url.parse().expect("parses");
+        assert_eq!(cfg.get_hosts().len(), 2);
+    }
+}

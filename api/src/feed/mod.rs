@@ -1,0 +1,275 @@
+//! `GET /api/feed` (SPEC §3): a Server-Sent Events stream of history, then
+//! live messages, resumable with `Last-Event-ID`.
+//!
+//! The seam between history and live is closed by ordering: the handler
+//! subscribes to the broadcaster *before* it reads the database, then skips
+//! live events at or below the last sequence number it sent. Everything the
+//! broadcaster releases after the subscription is committed, so it is either
+//! in the rows read or arrives live; nothing falls between, nothing repeats.
+//!
+//! Each connection is a small state machine polled by actix ([`FeedStream`]);
+//! there is no task per client. A client that falls more than the broadcast
+//! ring's capacity behind gets `event: lagged` and the stream ends; it
+//! resumes with its last cursor.
+
+pub mod pages;
+mod query;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, CacheControl, CacheDirective, ContentEncoding};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use actix_web_lab::sse::{self, Sse};
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+use crate::broadcast::FeedEvent;
+use crate::cursor;
+use crate::error::{json_error_builder, Chain, RETRY_AFTER_SECS};
+use crate::message::Sequenced;
+use crate::startup::AppState;
+use crate::store::{Store, StoreError};
+
+pub use query::{FeedQuery, QueryError};
+
+/// Rows read from the database per round trip while catching up.
+const PAGE: u32 = 500;
+
+/// Why a feed could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("the message history is unavailable; retry later")]
+    Unavailable(#[source] StoreError),
+}
+
+impl ResponseError for FeedError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            FeedError::Query(_) => StatusCode::BAD_REQUEST,
+            FeedError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut builder = HttpResponseBuilder::new(self.status_code());
+        match self {
+            FeedError::Query(e) => {
+                json_error_builder(builder, e.code(), &e.to_string(), Some(e.field))
+            }
+            FeedError::Unavailable(cause) => {
+                tracing::warn!(error = %Chain(cause), "feed answered 503");
+                builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+                json_error_builder(builder, "database_unavailable", &self.to_string(), None)
+            }
+        }
+    }
+}
+
+/// `GET /api/feed`.
+pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FeedError> {
+    let q = FeedQuery::parse(&req, state.settings.feed.history_max)?;
+    let feed = &state.settings.feed;
+    let store = &state.store;
+    let user = q.user_id.as_deref();
+
+    // Subscribe first, read the database second: see the module docs.
+    let rx = state.broadcaster.subscribe();
+    let mut start = Start::default();
+    let mut fresh = true;
+    if let Some(after) = q.last_event_id {
+        let max = store.max_seq().await.map_err(FeedError::Unavailable)?;
+        let reset = if after > max {
+            Some((
+                "cursor_unknown",
+                "the cursor is not one this feed has issued; starting afresh",
+            ))
+        } else if max - after > feed.resume_window {
+            Some((
+                "cursor_too_old",
+                "the cursor is older than the resume window; starting afresh",
+            ))
+        } else {
+            None
+        };
+        match reset {
+            Some((reason, message)) => start.events.push_back(reset_event(reason, message)),
+            None => {
+                fresh = false;
+                start.last_sent = after;
+                let rows = store
+                    .after(after, PAGE, user)
+                    .await
+                    .map_err(FeedError::Unavailable)?;
+                start.push_page(rows);
+            }
+        }
+    }
+    if fresh {
+        let history = q.history.unwrap_or(feed.history_default);
+        if history > 0 {
+            let rows = store
+                .latest(history, user)
+                .await
+                .map_err(FeedError::Unavailable)?;
+            start.push_rows(rows);
+        }
+    }
+    tracing::debug!(
+        user_id = ?q.user_id,
+        resume_from = ?q.last_event_id,
+        backlog = start.events.len(),
+        clients = state.broadcaster.clients(),
+        "feed client connected"
+    );
+
+    let stream = FeedStream {
+        rx,
+        events: start.events,
+        catch_up: start.catch_up,
+        last_sent: start.last_sent,
+        user_id: q.user_id,
+        store: state.store.clone(),
+        heartbeat: feed.heartbeat,
+        shutdown: state.shutdown.clone(),
+        done: false,
+    };
+    let body = Sse::from_stream(stream.into_stream()).with_retry_duration(feed.retry);
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .insert_header(ContentEncoding::Identity)
+        .insert_header(("X-Accel-Buffering", "no"))
+        .body(body))
+}
+
+/// What a stream sends before it goes live.
+#[derive(Default)]
+struct Start {
+    events: VecDeque<sse::Event>,
+    catch_up: Option<i64>,
+    last_sent: i64,
+}
+
+impl Start {
+    fn push_rows(&mut self, rows: Vec<Sequenced>) {
+        for row in rows {
+            self.last_sent = row.seq;
+            self.events.push_back(message_event(&FeedEvent::new(&row)));
+        }
+    }
+
+    /// A page of a catch-up; a full page means more may follow.
+    fn push_page(&mut self, rows: Vec<Sequenced>) {
+        let full = rows.len() >= PAGE as usize;
+        self.push_rows(rows);
+        self.catch_up = full.then_some(self.last_sent);
+    }
+}
+
+fn message_event(ev: &FeedEvent) -> sse::Event {
+    sse::Data::new(ev.data.clone())
+        .id(ev.cursor.clone())
+        .event("message")
+        .into()
+}
+
+fn reset_event(reason: &str, message: &str) -> sse::Event {
+    sse::Data::new(json!({ "reason": reason, "message": message }).to_string())
+        .event("reset")
+        .into()
+}
+
+/// One client's position in the feed.
+struct FeedStream {
+    rx: broadcast::Receiver<Arc<FeedEvent>>,
+    /// Events ready to send (reset notice, history, a catch-up page).
+    events: VecDeque<sse::Event>,
+    /// `Some(seq)`: more catch-up rows after `seq` may be in the database.
+    catch_up: Option<i64>,
+    /// Highest sequence number sent; live events at or below it are skipped.
+    last_sent: i64,
+    user_id: Option<String>,
+    store: Store,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+    done: bool,
+}
+
+impl FeedStream {
+    fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<sse::Event, std::convert::Infallible>> {
+        futures_util::stream::unfold(self, |mut s| async move {
+            let event = s.next_event().await?;
+            Some((Ok(event), s))
+        })
+    }
+
+    async fn next_event(&mut self) -> Option<sse::Event> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+            let Some(after) = self.catch_up else { break };
+            match self.store.after(after, PAGE, self.user_id.as_deref()).await {
+                Ok(rows) => {
+                    let mut start = Start {
+                        events: std::mem::take(&mut self.events),
+                        catch_up: None,
+                        last_sent: self.last_sent,
+                    };
+                    start.push_page(rows);
+                    self.events = start.events;
+                    self.catch_up = start.catch_up;
+                    self.last_sent = start.last_sent;
+                }
+                Err(e) => {
+                    // The client reconnects with its last cursor and resumes.
+                    tracing::warn!(error = %Chain(&e), "feed catch-up failed; ending the stream");
+                    return None;
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return None,
+                received = self.rx.recv() => match received {
+                    Ok(ev) => {
+                        if ev.seq <= self.last_sent {
+                            continue;
+                        }
+                        if self.user_id.as_deref().is_some_and(|u| u != &*ev.user_id) {
+                            continue;
+                        }
+                        self.last_sent = ev.seq;
+                        return Some(message_event(&ev));
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        self.done = true;
+                        tracing::info!(missed, last_sent = self.last_sent, "feed client too slow; cutting it off");
+                        let data = json!({
+                            "reason": "client_too_slow",
+                            "message": "the client fell too far behind; reconnect with Last-Event-ID to resume",
+                            "last_event_id": cursor::encode(self.last_sent),
+                        });
+                        return Some(sse::Data::new(data.to_string()).event("lagged").into());
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tokio::time::sleep(self.heartbeat) => {
+                    return Some(sse::Event::Comment("keep-alive".into()));
+                }
+            }
+        }
+    }
+}

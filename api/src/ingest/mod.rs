@@ -1,0 +1,220 @@
+//! `POST /api/messages` (SPEC §1): validate, give the message its identity,
+//! queue it on `events-to-process`, and answer 202 only once the broker has
+//! acknowledged it.
+//!
+//! The body is read by hand rather than through actix's `Json` extractor so
+//! that every failure (size, media type, syntax, field) gets our JSON error
+//! shape and a message that names the field.
+
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::mime;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use futures_util::StreamExt as _;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{json_error_builder, Chain, RETRY_AFTER_SECS};
+use crate::kafka::{ProduceError, Producer};
+use crate::message::{self, FieldError, Message};
+use crate::startup::AppState;
+
+/// Largest accepted body (SPEC §1).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Everything that can go wrong with a post.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("the request body could not be read")]
+    Body(#[source] actix_web::error::PayloadError),
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(#[source] serde_json::Error),
+    #[error("the body must be a JSON object with \"user_id\" and \"content\"")]
+    NotAnObject,
+    #[error("unknown field {0:?}; only \"user_id\" and \"content\" are allowed")]
+    UnknownField(String),
+    #[error("{0}: is required")]
+    MissingField(&'static str),
+    #[error("{0}: must be a string")]
+    WrongType(&'static str),
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("the message could not be queued; retry later")]
+    Unavailable(#[source] ProduceError),
+}
+
+impl PostError {
+    fn code(&self) -> &'static str {
+        match self {
+            PostError::UnsupportedMediaType => "unsupported_media_type",
+            PostError::TooLarge => "payload_too_large",
+            PostError::Body(_) => "invalid_body",
+            PostError::MalformedJson(_) => "malformed_json",
+            PostError::NotAnObject => "invalid_body",
+            PostError::UnknownField(_) => "unknown_field",
+            PostError::MissingField(_) => "missing_field",
+            PostError::WrongType(_) => "invalid_type",
+            PostError::Invalid(_) => "invalid_field",
+            PostError::Unavailable(_) => "queue_unavailable",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            PostError::UnknownField(f) => Some(f),
+            PostError::MissingField(f) | PostError::WrongType(f) => Some(f),
+            PostError::Invalid(e) => Some(e.field),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for PostError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PostError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PostError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            PostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut builder = HttpResponseBuilder::new(self.status_code());
+        if let PostError::Unavailable(cause) = self {
+            tracing::warn!(error = %Chain(cause), "answering 503: broker did not acknowledge");
+            builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        // For a 503 the cause stays in the log; the client gets the summary.
+        json_error_builder(builder, self.code(), &self.to_string(), self.field())
+    }
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    id: uuid::Uuid,
+    created_at: String,
+    status: &'static str,
+}
+
+/// `POST /api/messages`.
+pub async fn post_message(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PostError> {
+    check_content_type(&req)?;
+    let bytes = read_body(&req, body).await?;
+    let message = parse(&bytes)?;
+    queue(
+        &state.producer,
+        &state.settings.kafka.topic_to_process,
+        &message,
+    )
+    .await?;
+    tracing::debug!(id = %message.id, user_id = %message.user_id, "message queued");
+    Ok(HttpResponse::Accepted().json(Accepted {
+        id: message.id,
+        created_at: message::format_time(message.created_at),
+        status: "queued",
+    }))
+}
+
+fn check_content_type(req: &HttpRequest) -> Result<(), PostError> {
+    let mime = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .ok_or(PostError::UnsupportedMediaType)?;
+    let json = mime.type_() == mime::APPLICATION
+        && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON));
+    if json {
+        Ok(())
+    } else {
+        Err(PostError::UnsupportedMediaType)
+    }
+}
+
+async fn read_body(req: &HttpRequest, mut body: web::Payload) -> Result<web::BytesMut, PostError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(PostError::TooLarge);
+    }
+    let mut bytes = web::BytesMut::with_capacity(declared.unwrap_or(512).min(MAX_BODY_BYTES));
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(PostError::Body)?;
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(PostError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Parses and validates a body into a new message.
+fn parse(bytes: &[u8]) -> Result<Message, PostError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(PostError::MalformedJson)?;
+    let Value::Object(fields) = value else {
+        return Err(PostError::NotAnObject);
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "user_id" | "content"))
+    {
+        return Err(PostError::UnknownField(unknown.clone()));
+    }
+    let string = |name: &'static str| match fields.get(name) {
+        None => Err(PostError::MissingField(name)),
+        Some(Value::String(s)) => Ok(s.as_str()),
+        Some(_) => Err(PostError::WrongType(name)),
+    };
+    let user_id = string("user_id")?;
+    let content = string("content")?;
+    Ok(Message::new(user_id, content)?)
+}
+
+async fn queue(producer: &Producer, topic: &str, message: &Message) -> Result<(), PostError> {
+    producer
+        .send(topic, &message.user_id, &message::encode(message), &[])
+        .await
+        .map(|_| ())
+        .map_err(PostError::Unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_a_valid_body() {
+        let m = parse(br#"{"user_id":"alice","content":"  hi  "}"#).unwrap();
+        assert_eq!(m.user_id, "alice");
+        assert_eq!(m.content, "hi");
+    }
+
+    #[test]
+    fn parse_names_what_is_wrong() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{", "malformed_json"),
+            (b"[]", "invalid_body"),
+            (br#"{"user_id":"a","content":"b","x":1}"#, "unknown_field"),
+            (br#"{"user_id":"a"}"#, "missing_field"),
+            (br#"{"user_id":5,"content":"b"}"#, "invalid_type"),
+            (br#"{"user_id":"a b","content":"b"}"#, "invalid_field"),
+        ];
+        for (body, code) in cases {
+            let err = parse(body).unwrap_err();
+            assert_eq!(err.code(), *code, "{}", String::from_utf8_lossy(body));
+            assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
+        }
+    }
+}

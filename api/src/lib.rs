@@ -1,0 +1,24 @@
+//! The feed service: HTTP in, Kafka, worker, database, Kafka, broadcaster,
+//! SSE out. docs/ARCHITECTURE.md describes the flow and its guarantees.
+//!
+//! - [`ingest`]: `POST /api/messages` validates and queues on `events-to-process`.
+//! - [`worker`]: consumes `events-to-process`, persists through [`store`],
+//!   republishes on `events-processed`.
+//! - [`broadcast`]: every instance reads `events-processed` and releases
+//!   messages in sequence order to its clients.
+//! - [`feed`]: `GET /api/feed` (SSE) and `GET /api/messages` (pages).
+//! - [`health`], [`config`], [`startup`]: the rest of the service.
+
+pub mod broadcast;
+pub mod config;
+pub mod cursor;
+pub mod error;
+pub mod feed;
+pub mod health;
+pub mod ingest;
+pub mod kafka;
+pub mod message;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

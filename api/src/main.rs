@@ -1,0 +1,30 @@
+//! The `feed-api` binary: settings from the environment, then the application.
+
+use feed_api::config::Settings;
+use feed_api::startup::{shutdown_signal, Application};
+use feed_api::telemetry;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    telemetry::init();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("configuration error: {e}");
+            eprintln!("feed-api: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = async {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped(shutdown_signal()).await
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = ?e, "feed-api failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

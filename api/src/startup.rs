@@ -1,0 +1,243 @@
+//! Wires the pipeline together and owns its lifecycle.
+//!
+//! [`Application::build`] waits for the database and the broker, runs the
+//! migrations, creates missing topics, starts the worker and the broadcaster
+//! and binds the HTTP listener (port 0 picks a free port, as tests do).
+//! [`Application::run_until_stopped`] serves until a shutdown signal, then
+//! stops in the order SPEC §7 asks for: stop accepting and finish in-flight
+//! requests, end feed streams, let the worker finish its batch and commit,
+//! flush the producer.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broadcast::{self, Broadcaster};
+use crate::config::Settings;
+use crate::error::{json_error, Chain};
+use crate::kafka::{self, Producer};
+use crate::store::Store;
+use crate::worker::{self, Backoff, Worker};
+use crate::{feed, health, ingest};
+
+/// How long start-up waits for the database and the broker to answer.
+const DEPENDENCY_WAIT: Duration = Duration::from_secs(90);
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Store,
+    pub producer: Producer,
+    pub broadcaster: Broadcaster,
+    /// Fires when the process shuts down; feed streams end on it.
+    pub shutdown: CancellationToken,
+}
+
+/// A built, listening application.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let store = Store::new(&settings.database).context("invalid database settings")?;
+        wait_for("database migrations", &shutdown, || store.migrate()).await?;
+        wait_for("kafka topics", &shutdown, || {
+            kafka::ensure_topics(&settings.kafka)
+        })
+        .await?;
+        let producer =
+            Producer::new(&settings.kafka).context("could not create the Kafka producer")?;
+
+        let broadcaster = Broadcaster::new(settings.feed.client_buffer);
+        let (consumer, last_seq) = wait_for("broadcaster position", &shutdown, || {
+            broadcast::position(&settings.kafka, &store)
+        })
+        .await?;
+        let mut tasks = vec![(
+            "broadcaster",
+            tokio::spawn(broadcast::run(
+                broadcaster.clone(),
+                consumer,
+                last_seq,
+                store.clone(),
+                settings.feed.gap_grace,
+                shutdown.clone(),
+            )),
+        )];
+        if settings.worker.enabled {
+            let worker = Worker {
+                consumer: worker::consumer(&settings.kafka)
+                    .context("could not create the worker's consumer")?,
+                store: store.clone(),
+                producer: producer.clone(),
+                kafka: settings.kafka.clone(),
+                settings: settings.worker.clone(),
+            };
+            tasks.push(("worker", tokio::spawn(worker.run(shutdown.clone()))));
+        }
+
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+        let shutdown_timeout = settings.shutdown_timeout.as_secs();
+        let state = web::Data::new(AppState {
+            settings,
+            store,
+            producer,
+            broadcaster,
+            shutdown,
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("http"))
+                .route("/api/messages", web::post().to(ingest::post_message))
+                .route("/api/messages", web::get().to(feed::pages::list_messages))
+                .route("/api/feed", web::get().to(feed::feed))
+                .route("/api/health", web::get().to(health::health))
+                .route("/api/ready", web::get().to(health::ready))
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(shutdown_timeout)
+        .run();
+        tracing::info!(port, "listening");
+        Ok(Application {
+            port,
+            server,
+            state,
+            tasks,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A token that stops the application when cancelled (tests use it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until `signal` completes (or the shutdown token fires), then
+    /// shuts down gracefully.
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application {
+            server,
+            state,
+            tasks,
+            ..
+        } = self;
+        let handle: ServerHandle = server.handle();
+        let mut server_task = tokio::spawn(server);
+        let mut server_done = false;
+        tokio::select! {
+            _ = signal => tracing::info!("shutdown requested"),
+            _ = state.shutdown.cancelled() => tracing::info!("shutdown requested"),
+            res = &mut server_task => {
+                server_done = true;
+                tracing::error!(result = ?res.map(|r| r.map_err(|e| e.to_string())), "HTTP server stopped on its own");
+            }
+        }
+        let started = Instant::now();
+        // Feed streams end on the token; the worker finishes its batch.
+        state.shutdown.cancel();
+        if !server_done {
+            // Stops accepting, waits for in-flight requests (POSTs awaiting acks).
+            handle.stop(true).await;
+            let _ = server_task.await;
+        }
+        for (name, task) in tasks {
+            match tokio::time::timeout(worker::SHUTDOWN_GRACE, task).await {
+                Ok(Ok(())) => tracing::debug!(task = name, "stopped"),
+                Ok(Err(e)) => tracing::error!(task = name, error = %e, "task failed"),
+                Err(_) => tracing::warn!(task = name, "did not stop in time"),
+            }
+        }
+        if let Err(e) = state.producer.flush(Duration::from_secs(2)).await {
+            tracing::warn!(error = %Chain(&e), "producer flush incomplete");
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shutdown complete"
+        );
+        Ok(())
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    json_error(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint",
+    )
+}
+
+/// Retries a start-up step while a dependency is not there yet.
+async fn wait_for<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut op: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let deadline = Instant::now() + DEPENDENCY_WAIT;
+    let mut backoff = Backoff::new();
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(step = what, error = %Chain(&e), "dependency not ready; retrying");
+                if !backoff.wait(shutdown).await {
+                    anyhow::bail!("shutdown during start-up ({what})");
+                }
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("{what} failed"))),
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,336 @@
+//! The database: schema migrations, the idempotent sequencing insert and the
+//! reads behind history, resume, pages and the broadcaster's gap fill.
+//!
+//! The same SQL runs on PostgreSQL and CockroachDB. Ordering rests on one
+//! invariant, kept by [`Store::persist`]: the committed `seq` values always
+//! form the gap-free range `1..=max`, because every writer takes the lock on
+//! the single `feed_sequence` row before choosing numbers. So when a message
+//! with sequence `n` is visible, every message below `n` is visible too, and
+//! a broadcaster that sees `n` may read anything it missed below `n` from the
+//! database. See docs/ARCHITECTURE.md.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use crate::config::DatabaseSettings;
+use crate::message::{Message, Sequenced};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// A failure talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not get a database connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database query failed")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("database migration failed")]
+    Migration(#[from] refinery::Error),
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    #[error("database did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl StoreError {
+    /// CockroachDB (and PostgreSQL under SERIALIZABLE) ask clients to retry
+    /// a transaction with SQLSTATE 40001; the worker retries every error, this
+    /// only decides how loudly it is logged.
+    pub fn is_retryable_conflict(&self) -> bool {
+        matches!(self, StoreError::Query(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE))
+    }
+}
+
+/// Handle to the message store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    timeout: Duration,
+}
+
+const COLUMNS: &str = "seq, id, user_id, content, created_at";
+
+impl Store {
+    /// Builds the connection pool. Connections are opened lazily, so this
+    /// succeeds while the database is down.
+    pub fn new(settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = settings
+            .url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+        // A dead host must not eat the whole deadline: move on to the next host.
+        config.connect_timeout(Duration::from_secs(3));
+        config.keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("feed-api");
+        }
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.timeout))
+            .create_timeout(Some(settings.timeout))
+            .recycle_timeout(Some(settings.timeout))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Store {
+            pool,
+            config,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// Applies the migrations in `migrations/` (refinery), on a connection of its own.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let (mut client, connection) = self.config.connect(NoTls).await?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "migration connection closed");
+            }
+        });
+        let report = embedded::migrations::runner().run_async(&mut client).await;
+        drop(client);
+        driver.abort();
+        let report = report?;
+        for m in report.applied_migrations() {
+            tracing::info!(migration = %m, "applied database migration");
+        }
+        Ok(())
+    }
+
+    /// Runs `fut` with the configured deadline.
+    async fn timed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
+    /// Checks that the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(async {
+            let client = self.pool.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Persists a batch idempotently and gives each message its sequence number.
+    ///
+    /// Returns one entry per distinct message id, in batch order. A message
+    /// that is already stored (a redelivery) keeps its row and its number and
+    /// is returned as stored, so the caller republishes it unchanged.
+    pub async fn persist(&self, batch: &[Message]) -> Result<Vec<Sequenced>, StoreError> {
+        self.timed(self.persist_inner(batch)).await
+    }
+
+    async fn persist_inner(&self, batch: &[Message]) -> Result<Vec<Sequenced>, StoreError> {
+        let mut seen = HashSet::with_capacity(batch.len());
+        let batch: Vec<&Message> = batch.iter().filter(|m| seen.insert(m.id)).collect();
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The lock on the one sequence row serialises writers: numbers are
+        // handed out in commit order, so committed numbers never have holes.
+        let last: i64 = tx
+            .query_one(
+                "SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        let ids: Vec<Uuid> = batch.iter().map(|m| m.id).collect();
+        let existing: HashMap<Uuid, Sequenced> = tx
+            .query(
+                &format!("SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"),
+                &[&ids],
+            )
+            .await
+            .map_err(StoreError::from)
+            .and_then(|rows| all_sequenced(&rows))?
+            .into_iter()
+            .map(|s| (s.message.id, s))
+            .collect();
+
+        let mut next = last;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut fresh: Vec<&Sequenced> = Vec::new();
+        for m in &batch {
+            match existing.get(&m.id) {
+                Some(stored) => out.push(stored.clone()),
+                None => {
+                    next += 1;
+                    out.push(Sequenced {
+                        seq: next,
+                        message: (*m).clone(),
+                    });
+                }
+            }
+        }
+        for s in &out {
+            if !existing.contains_key(&s.message.id) {
+                fresh.push(s);
+            }
+        }
+        if !fresh.is_empty() {
+            let ids: Vec<Uuid> = fresh.iter().map(|s| s.message.id).collect();
+            let seqs: Vec<i64> = fresh.iter().map(|s| s.seq).collect();
+            let users: Vec<&str> = fresh.iter().map(|s| s.message.user_id.as_str()).collect();
+            let contents: Vec<&str> = fresh.iter().map(|s| s.message.content.as_str()).collect();
+            let times: Vec<chrono::DateTime<chrono::Utc>> =
+                fresh.iter().map(|s| s.message.created_at).collect();
+            tx.execute(
+                "INSERT INTO messages (id, seq, user_id, content, created_at) \
+                 SELECT * FROM unnest($1::UUID[], $2::INT8[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[])",
+                &[&ids, &seqs, &users, &contents, &times],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE feed_sequence SET last_seq = $1 WHERE id = 1",
+                &[&next],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The highest committed sequence number (0 when empty).
+    pub async fn max_seq(&self) -> Result<i64, StoreError> {
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one("SELECT last_seq FROM feed_sequence WHERE id = 1", &[])
+                .await?;
+            Ok(row.try_get(0)?)
+        })
+        .await
+    }
+
+    /// The last `limit` messages (of one user, if given), oldest first.
+    pub async fn latest(
+        &self,
+        limit: u32,
+        user_id: Option<&str>,
+    ) -> Result<Vec<Sequenced>, StoreError> {
+        let mut rows = self.page_before(None, limit, user_id).await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Up to `limit` messages with `seq > after` (of one user, if given), oldest first.
+    pub async fn after(
+        &self,
+        after: i64,
+        limit: u32,
+        user_id: Option<&str>,
+    ) -> Result<Vec<Sequenced>, StoreError> {
+        let limit = i64::from(limit);
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let rows = match user_id {
+                None => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM messages WHERE seq > $1 ORDER BY seq LIMIT $2"
+                    );
+                    let stmt = client.prepare_cached(&sql).await?;
+                    client.query(&stmt, &[&after, &limit]).await?
+                }
+                Some(user) => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM messages WHERE user_id = $3 AND seq > $1 \
+                         ORDER BY seq LIMIT $2"
+                    );
+                    let stmt = client.prepare_cached(&sql).await?;
+                    client.query(&stmt, &[&after, &limit, &user]).await?
+                }
+            };
+            all_sequenced(&rows)
+        })
+        .await
+    }
+
+    /// Messages with `after < seq < before`, oldest first (the broadcaster's gap fill).
+    pub async fn between(&self, after: i64, before: i64) -> Result<Vec<Sequenced>, StoreError> {
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let sql =
+                format!("SELECT {COLUMNS} FROM messages WHERE seq > $1 AND seq < $2 ORDER BY seq");
+            let stmt = client.prepare_cached(&sql).await?;
+            let rows = client.query(&stmt, &[&after, &before]).await?;
+            all_sequenced(&rows)
+        })
+        .await
+    }
+
+    /// Up to `limit` messages with `seq < before` (all, if `before` is
+    /// `None`), of one user if given, newest first.
+    pub async fn page_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+        user_id: Option<&str>,
+    ) -> Result<Vec<Sequenced>, StoreError> {
+        let before = before.unwrap_or(i64::MAX);
+        let limit = i64::from(limit);
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let rows = match user_id {
+                None => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM messages WHERE seq < $1 ORDER BY seq DESC LIMIT $2"
+                    );
+                    let stmt = client.prepare_cached(&sql).await?;
+                    client.query(&stmt, &[&before, &limit]).await?
+                }
+                Some(user) => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM messages WHERE user_id = $3 AND seq < $1 \
+                         ORDER BY seq DESC LIMIT $2"
+                    );
+                    let stmt = client.prepare_cached(&sql).await?;
+                    client.query(&stmt, &[&before, &limit, &user]).await?
+                }
+            };
+            all_sequenced(&rows)
+        })
+        .await
+    }
+}
+
+fn sequenced(row: &Row) -> Result<Sequenced, tokio_postgres::Error> {
+    Ok(Sequenced {
+        seq: row.try_get(0)?,
+        message: Message {
+            id: row.try_get(1)?,
+            user_id: row.try_get(2)?,
+            content: row.try_get(3)?,
+            created_at: row.try_get(4)?,
+        },
+    })
+}
+
+fn all_sequenced(rows: &[Row]) -> Result<Vec<Sequenced>, StoreError> {
+    rows.iter()
+        .map(|r| sequenced(r).map_err(StoreError::from))
+        .collect()
+}

@@ -1,0 +1,262 @@
+//! `GET /api/feed`: headers, history then live, the seam, filters, resume.
+
+use std::time::Duration;
+
+use crate::helpers::{spawn_app, spawn_app_with, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_has_the_sse_headers_and_starts_with_retry() {
+    let app = spawn_app().await;
+    let mut feed = app.feed("", None).await;
+    assert_eq!(feed.headers["content-type"], "text/event-stream");
+    assert_eq!(feed.headers["cache-control"], "no-store");
+    assert_eq!(feed.headers["x-accel-buffering"], "no");
+    let first = feed
+        .next_within(Duration::from_secs(5))
+        .await
+        .expect("a first event");
+    assert_eq!(first.retry.as_deref(), Some("3000"));
+    assert!(feed.raw.starts_with("retry: 3000\n\n"), "{:?}", feed.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_then_live_with_nothing_missing_or_repeated() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(app.post_message("alice", &format!("before {i}")).await);
+    }
+    for id in &ids {
+        app.wait_persisted(id).await;
+    }
+
+    // Posts keep flowing while the client connects: the seam is exercised.
+    let poster = {
+        let http = app.http.clone();
+        let url = app.url("/api/messages");
+        tokio::spawn(async move {
+            for i in 0..30 {
+                let res = http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .body(format!(r#"{{"user_id":"bob","content":"during {i}"}}"#))
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(res.status(), 202);
+            }
+        })
+    };
+    let mut feed = app.feed("?history=3", None).await;
+    poster.await.expect("poster");
+
+    // History: the last 3 persisted before connecting (at least), oldest
+    // first; then everything after, exactly once: cursors are consecutive.
+    let events = feed.messages(3).await;
+    let first: i64 = events[0]
+        .id
+        .as_deref()
+        .expect("id")
+        .parse()
+        .expect("numeric cursor");
+    let total = 6 + 30;
+    let rest = feed.messages((total - first + 1) as usize - 3).await;
+    let cursors: Vec<i64> = events
+        .iter()
+        .chain(rest.iter())
+        .map(|e| e.id.as_deref().expect("id").parse().expect("numeric"))
+        .collect();
+    let expected: Vec<i64> = (first..=total).collect();
+    assert_eq!(
+        cursors, expected,
+        "every message once, in order, no gap at the seam"
+    );
+    assert!(
+        first <= 4,
+        "history began at the 3rd-last message before connecting or earlier"
+    );
+    feed.assert_no_message(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_filter_restricts_history_and_live() {
+    let app = spawn_app().await;
+    let a1 = app.post_message("alice", "a1").await;
+    let b1 = app.post_message("bob", "b1").await;
+    let a2 = app.post_message("alice", "a2").await;
+    for id in [&a1, &b1, &a2] {
+        app.wait_persisted(id).await;
+    }
+    let mut feed = app.feed("?user_id=alice&history=10", None).await;
+    let history = feed.messages(2).await;
+    assert_eq!(history[0].json()["id"], a1.as_str());
+    assert_eq!(history[1].json()["id"], a2.as_str());
+
+    app.post_message("bob", "b2").await;
+    let a3 = app.post_message("alice", "a3").await;
+    let live = feed.next_message().await.expect("alice's live message");
+    assert_eq!(
+        live.json()["id"],
+        a3.as_str(),
+        "bob's message was filtered out"
+    );
+    assert_eq!(live.json()["user_id"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_resumes_exactly_after_the_cursor() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(app.post_message("carol", &format!("m{i}")).await);
+    }
+    let mut cursors = Vec::new();
+    for id in &ids {
+        cursors.push(app.wait_persisted(id).await);
+    }
+    let resume_from = cursors[1].to_string();
+    let mut feed = app.feed("?history=100", Some(&resume_from)).await;
+    let got = feed.messages(3).await;
+    let got_ids: Vec<String> = got
+        .iter()
+        .map(|e| e.json()["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        got_ids,
+        ids[2..].to_vec(),
+        "exactly the messages after the cursor (Last-Event-ID wins over history)"
+    );
+
+    let live = app.post_message("carol", "after resume").await;
+    assert_eq!(
+        feed.next_message().await.expect("live").json()["id"],
+        live.as_str()
+    );
+
+    // The query parameter works too.
+    let mut feed = app
+        .feed(&format!("?last_event_id={}", cursors[3]), None)
+        .await;
+    let next = feed.next_message().await.expect("resumed");
+    assert_eq!(next.json()["id"], ids[4].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_or_too_old_cursor_gets_a_reset_then_a_fresh_stream() {
+    let app = spawn_app_with(Options {
+        env: vec![("FEED_RESUME_WINDOW", "2".into())],
+        ..Default::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(app.post_message("dave", &format!("m{i}")).await);
+    }
+    for id in &ids {
+        app.wait_persisted(id).await;
+    }
+
+    let mut feed = app.feed("?history=1", Some("999999")).await;
+    let reset = loop {
+        let ev = feed
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("an event");
+        if ev.event.is_some() {
+            break ev;
+        }
+    };
+    assert_eq!(reset.event.as_deref(), Some("reset"));
+    assert_eq!(reset.json()["reason"], "cursor_unknown");
+    let fresh = feed.next_message().await.expect("history after reset");
+    assert_eq!(fresh.json()["id"], ids[3].as_str());
+
+    let mut feed = app.feed("?history=1", Some("1")).await;
+    let reset = loop {
+        let ev = feed
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("an event");
+        if ev.event.is_some() {
+            break ev;
+        }
+    };
+    assert_eq!(reset.event.as_deref(), Some("reset"));
+    assert_eq!(reset.json()["reason"], "cursor_too_old");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_feed_parameters_are_a_400_with_a_json_error() {
+    let app = spawn_app().await;
+    for query in [
+        "?history=abc",
+        "?history=-1",
+        "?history=1001",
+        "?last_event_id=abc",
+        "?last_event_id=-5",
+        "?user_id=al%20ice",
+        "?user_id=",
+    ] {
+        let (status, body) = app.get_json(&format!("/api/feed{query}")).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(body["error"], "invalid_query", "{query}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{query}"
+        );
+    }
+    let res = app
+        .http
+        .get(app.url("/api/feed"))
+        .header("Last-Event-ID", "not-a-cursor")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_gets_keep_alive_comments() {
+    let app = spawn_app_with(Options {
+        env: vec![("FEED_HEARTBEAT_SECS", "1".into())],
+        ..Default::default()
+    })
+    .await;
+    let mut feed = app.feed("?history=0", None).await;
+    let mut saw = false;
+    for _ in 0..3 {
+        if let Some(ev) = feed.next_within(Duration::from_secs(5)).await {
+            if ev.comment.as_deref() == Some("keep-alive") {
+                saw = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        saw,
+        "a keep-alive comment on a quiet stream: {:?}",
+        feed.raw
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_feed_streams_cleanly() {
+    let app = spawn_app().await;
+    let mut feed = app.feed("?history=0", None).await;
+    feed.next_within(Duration::from_secs(5))
+        .await
+        .expect("retry line");
+    app.shutdown.cancel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !feed.ended {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream ended on shutdown"
+        );
+        let _ = feed.next_within(Duration::from_secs(1)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), app.stopped)
+        .await
+        .expect("the app stopped within 10 s")
+        .expect("the app stopped cleanly");
+}

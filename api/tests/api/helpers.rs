@@ -1,0 +1,433 @@
+//! `spawn_app()` and the clients the tests use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use feed_api::config::Settings;
+use feed_api::startup::Application;
+
+/// How long any awaited condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Admin URL of the test PostgreSQL (`TEST_DATABASE_URL`, set by scripts/test.sh).
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55433/postgres".into())
+}
+
+/// The test broker (`TEST_KAFKA_BROKERS`, set by scripts/test.sh).
+pub fn brokers() -> String {
+    std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{db}")
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot reach the test database at {url}: {e}; run scripts/test.sh")
+        });
+    tokio::spawn(connection);
+    client
+}
+
+/// Options of one spawned app.
+#[derive(Default)]
+pub struct Options {
+    /// Put a proxy between the app and PostgreSQL, so the test can cut it.
+    pub db_proxy: bool,
+    /// Extra environment variables for the app's settings.
+    pub env: Vec<(&'static str, String)>,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub db: tokio_postgres::Client,
+    pub topic_in: String,
+    pub topic_dead: String,
+    pub proxy: Option<DbProxy>,
+    pub shutdown: CancellationToken,
+    pub stopped: tokio::task::JoinHandle<()>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    feed_api::telemetry::init();
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let db_name = format!("feed_test_{suffix}");
+    let admin = connect(&admin_url()).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db_name}"))
+        .await
+        .expect("create the test database");
+    let db_url = with_db(&admin_url(), &db_name);
+
+    let proxy = if options.db_proxy {
+        let target: tokio_postgres::Config = db_url.parse().expect("valid url");
+        let port = match target.get_ports().first() {
+            Some(p) => *p,
+            None => 5432,
+        };
+        Some(DbProxy::start(port).await)
+    } else {
+        None
+    };
+    let app_db_url = match &proxy {
+        Some(p) => format!("postgresql://postgres@127.0.0.1:{}/{db_name}", p.port),
+        None => db_url.clone(),
+    };
+
+    let topic_in = format!("test-{suffix}-to-process");
+    let topic_out = format!("test-{suffix}-processed");
+    let topic_dead = format!("test-{suffix}-dead-letter");
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("HOST".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("DATABASE_URL".into(), app_db_url),
+        ("KAFKA_BROKERS".into(), brokers()),
+        ("TOPIC_EVENTS_TO_PROCESS".into(), topic_in.clone()),
+        ("TOPIC_EVENTS_PROCESSED".into(), topic_out),
+        ("TOPIC_EVENTS_DEAD_LETTER".into(), topic_dead.clone()),
+        ("KAFKA_WORKER_GROUP".into(), format!("test-{suffix}-worker")),
+        ("DB_POOL_SIZE".into(), "4".into()),
+        ("DB_TIMEOUT_MS".into(), "2000".into()),
+    ]);
+    for (k, v) in options.env {
+        vars.insert(k.to_owned(), v);
+    }
+    let settings = Settings::from_vars(&vars).expect("valid test settings");
+    let app = Application::build(settings).await.expect("the app starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    let stopped = tokio::spawn(async move {
+        if let Err(e) = app.run_until_stopped(std::future::pending()).await {
+            panic!("app failed: {e:?}");
+        }
+    });
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        db: connect(&db_url).await,
+        topic_in,
+        topic_dead,
+        proxy,
+        shutdown,
+        stopped,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// POSTs a raw body with a content type.
+    pub async fn post_raw(
+        &self,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut req = self.http.post(self.url("/api/messages")).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        req.send().await.expect("POST reaches the app")
+    }
+
+    /// POSTs a message that must be accepted; returns its id.
+    pub async fn post_message(&self, user_id: &str, content: &str) -> String {
+        let body = serde_json::json!({ "user_id": user_id, "content": content }).to_string();
+        let res = self.post_raw(Some("application/json"), body).await;
+        assert_eq!(res.status(), 202, "a valid post is accepted");
+        let json: Value = res.json().await.expect("JSON body");
+        assert_eq!(json["status"], "queued");
+        json["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET reaches the app");
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("JSON body"))
+    }
+
+    /// Opens the feed with a query string and optional `Last-Event-ID`.
+    pub async fn feed(&self, query: &str, last_event_id: Option<&str>) -> SseClient {
+        let mut req = self.http.get(self.url(&format!("/api/feed{query}")));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.expect("feed reaches the app");
+        assert_eq!(res.status(), 200, "feed opens");
+        SseClient::new(res)
+    }
+
+    /// Rows stored with this id.
+    pub async fn rows_with_id(&self, id: &str) -> i64 {
+        let id: uuid::Uuid = id.parse().expect("uuid");
+        self.db
+            .query_one("SELECT count(*) FROM messages WHERE id = $1", &[&id])
+            .await
+            .expect("count query")
+            .get(0)
+    }
+
+    pub async fn total_rows(&self) -> i64 {
+        self.db
+            .query_one("SELECT count(*) FROM messages", &[])
+            .await
+            .expect("count query")
+            .get(0)
+    }
+
+    /// Waits until the message is persisted; returns its cursor (seq).
+    pub async fn wait_persisted(&self, id: &str) -> i64 {
+        let uuid: uuid::Uuid = id.parse().expect("uuid");
+        eventually(|| async {
+            self.db
+                .query_opt("SELECT seq FROM messages WHERE id = $1", &[&uuid])
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, i64>(0))
+        })
+        .await
+        .unwrap_or_else(|| panic!("message {id} was not persisted within {DEADLINE:?}"))
+    }
+
+    /// A producer straight to the test's topics, as another client of the broker.
+    pub fn raw_producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer")
+    }
+
+    pub async fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {
+        self.raw_producer()
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("raw produce acknowledged");
+    }
+}
+
+/// Polls `f` until it returns `Some`, or gives up after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One parsed SSE event (or comment).
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("data is JSON ({e}): {}", self.data))
+    }
+
+    pub fn is_message(&self) -> bool {
+        self.event.as_deref() == Some("message")
+    }
+}
+
+/// A minimal SSE reader over a streaming response.
+pub struct SseClient {
+    pub headers: reqwest::header::HeaderMap,
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+    pub raw: String,
+    pub ended: bool,
+}
+
+impl SseClient {
+    fn new(res: reqwest::Response) -> Self {
+        SseClient {
+            headers: res.headers().clone(),
+            body: Box::pin(res.bytes_stream()),
+            buffer: String::new(),
+            raw: String::new(),
+            ended: false,
+        }
+    }
+
+    /// The next event or comment; `None` when the stream ended or `within` passed.
+    pub async fn next_within(&mut self, within: Duration) -> Option<SseEvent> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(pos) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..pos + 2).collect();
+                return Some(parse_block(&block));
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => self.ended = true,
+                Ok(Some(Ok(chunk))) => {
+                    let text = String::from_utf8_lossy(&chunk);
+                    self.raw.push_str(&text);
+                    self.buffer.push_str(&text);
+                }
+            }
+        }
+    }
+
+    /// The next `message` event (skipping retry lines and comments).
+    pub async fn next_message(&mut self) -> Option<SseEvent> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = self.next_within(left).await?;
+            if ev.is_message() {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Reads `n` message events, failing the test if they do not arrive.
+    pub async fn messages(&mut self, n: usize) -> Vec<SseEvent> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.next_message().await {
+                Some(ev) => out.push(ev),
+                None => panic!(
+                    "expected {n} messages, got {} within {DEADLINE:?}: {:?}",
+                    out.len(),
+                    out.iter().map(|e| e.data.clone()).collect::<Vec<_>>()
+                ),
+            }
+        }
+        out
+    }
+
+    /// Asserts that no message arrives within `quiet`.
+    pub async fn assert_no_message(&mut self, quiet: Duration) {
+        let deadline = Instant::now() + quiet;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_within(left).await {
+                None => return,
+                Some(ev) if ev.is_message() => panic!("unexpected message: {ev:?}"),
+                Some(_) => continue,
+            }
+        }
+    }
+}
+
+fn parse_block(block: &str) -> SseEvent {
+    let mut ev = SseEvent::default();
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.lines() {
+        if let Some(c) = line.strip_prefix(':') {
+            ev.comment = Some(c.trim().to_owned());
+        } else if let Some((field, value)) = line.split_once(':') {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => ev.id = Some(value.to_owned()),
+                "event" => ev.event = Some(value.to_owned()),
+                "data" => data.push(value),
+                "retry" => ev.retry = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+    }
+    ev.data = data.join("\n");
+    ev
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut and restore: the
+/// database becomes unreachable for the app without stopping the shared server.
+pub struct DbProxy {
+    pub port: u16,
+    up: Arc<watch::Sender<bool>>,
+}
+
+impl DbProxy {
+    async fn start(target_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (up, _) = watch::channel(true);
+        let up = Arc::new(up);
+        let accept_up = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut state = accept_up.subscribe();
+                if !*state.borrow() {
+                    drop(inbound); // refuse while down
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        DbProxy { port, up }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn down(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn up(&self) {
+        self.up.send_replace(true);
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real api on a random port, against the real broker
+//! (Tansu or Kafka) and a real PostgreSQL, over real HTTP. `scripts/test.sh`
+//! starts both; each test gets its own database, topics and consumer group,
+//! so tests run in parallel and can be re-run.
+
+mod feed;
+mod health;
+mod helpers;
+mod pages;
+mod post;
+mod worker;

@@ -1,0 +1,74 @@
+//! The worker against the real broker: redelivery and dead letters.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::ClientConfig;
+
+use crate::helpers::{brokers, spawn_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_record_creates_no_second_row_and_no_second_event() {
+    let app = spawn_app().await;
+    let mut feed = app.feed("?history=0", None).await;
+
+    let id = uuid::Uuid::new_v4();
+    let record = serde_json::json!({
+        "type": "message.created", "version": 1, "id": id, "user_id": "gina",
+        "content": "sent twice", "created_at": "2026-11-22T12:00:00.123Z",
+    })
+    .to_string();
+    app.produce_raw(&app.topic_in, "gina", record.as_bytes())
+        .await;
+    app.produce_raw(&app.topic_in, "gina", record.as_bytes())
+        .await;
+    // Same key, same partition: the sentinel is processed after both copies.
+    let sentinel = app.post_message("gina", "sentinel").await;
+
+    let events = feed.messages(2).await;
+    assert_eq!(events[0].json()["id"], id.to_string());
+    assert_eq!(events[0].json()["created_at"], "2026-11-22T12:00:00.123Z");
+    assert_eq!(
+        events[1].json()["id"],
+        sentinel.as_str(),
+        "the copy was not delivered twice"
+    );
+    assert_eq!(app.rows_with_id(&id.to_string()).await, 1);
+    assert_eq!(app.total_rows().await, 2);
+    feed.assert_no_message(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_the_worker_moves_on() {
+    let app = spawn_app().await;
+    app.produce_raw(&app.topic_in, "mallory", b"{this is not json")
+        .await;
+    let after = app.post_message("mallory", "after the garbage").await;
+    app.wait_persisted(&after).await;
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("{}-reader", app.topic_dead))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&app.topic_dead]).expect("subscribe");
+    let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a dead letter within 30 s")
+        .expect("record");
+    assert_eq!(record.payload(), Some(&b"{this is not json"[..]));
+    let headers = record.headers().expect("headers");
+    let reason = headers
+        .iter()
+        .find(|h| h.key == "dead-letter-reason")
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("a reason header");
+    assert!(
+        reason.contains("JSON") || reason.contains("json") || reason.contains("envelope"),
+        "{reason}"
+    );
+    assert_eq!(app.total_rows().await, 1, "the garbage was not persisted");
+}

@@ -1,0 +1,136 @@
+# shellcheck shell=bash
+# Native components for machines without Docker: a PostgreSQL cluster and a
+# Tansu broker (Kafka protocol), each owned by this repository, bound to
+# 127.0.0.1 and kept under a data folder of the caller's choosing.
+# Sourced by start.sh, scripts/test.sh and scripts/bench.sh; never touches
+# the system's own PostgreSQL cluster.
+
+TANSU_VERSION_FEATURES=(--locked tansu --features libsql,dynostore)
+
+log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] && echo "$dir"
+}
+
+ensure_postgres_installed() {
+  if [ -n "$(pg_bin)" ]; then return; fi
+  command -v apt-get >/dev/null || die "PostgreSQL is missing and apt-get is not available; install PostgreSQL 15+"
+  log "Installing PostgreSQL from Debian (apt-get install postgresql)..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q postgresql >/dev/null || die "apt-get install postgresql failed"
+  [ -n "$(pg_bin)" ] || die "PostgreSQL binaries not found after install"
+}
+
+ensure_tansu_installed() {
+  if command -v tansu >/dev/null; then return; fi
+  command -v cargo >/dev/null || die "cargo is needed to install Tansu"
+  log "Installing the Tansu broker: cargo install ${TANSU_VERSION_FEATURES[*]}"
+  log "(one time; about 8 to 20 minutes on 2 cores; progress below)"
+  cargo install "${TANSU_VERSION_FEATURES[@]}" 2>&1 | grep --line-buffered -E '^ *(Compiling|Installing|Installed|error)' \
+    | awk '{ n++; if (n % 25 == 0 || /Install|error/) { print "    " $0; fflush() } }'
+  command -v tansu >/dev/null || die "Tansu install failed; run: cargo install ${TANSU_VERSION_FEATURES[*]}"
+}
+
+# wait_port PORT SECONDS: until something accepts TCP on 127.0.0.1:PORT.
+wait_port() {
+  local port=$1 secs=$2 i
+  for ((i = 0; i < secs * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# pg_dir DATA: the folder of the cluster. The postgres user must be able to
+# reach it; when the repository sits below a folder it cannot enter (a home
+# folder, say), the cluster lives in /var/tmp instead, named after DATA.
+pg_dir() {
+  local data=$1
+  mkdir -p "$data"
+  if runuser -u postgres -- test -x "$data" 2>/dev/null; then
+    echo "$data/pg"
+  else
+    echo "/var/tmp/feed-pg-$(echo -n "$(cd "$data" && pwd)" | md5sum | cut -c1-12)"
+  fi
+}
+
+# pg_start DATA PORT: initialise (once) and start the cluster; idempotent.
+pg_start() {
+  local data=$1 port=$2 bin dir
+  bin=$(pg_bin) || die "PostgreSQL is not installed"
+  dir=$(pg_dir "$data")
+  mkdir -p "$dir"
+  chown postgres:postgres "$dir"
+  chmod 700 "$dir"
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    log "Initialising a PostgreSQL cluster in $dir"
+    runuser -u postgres -- "$bin/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 >"$data/initdb.log" 2>&1 \
+      || die "initdb failed; see $data/initdb.log"
+  fi
+  if runuser -u postgres -- "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    return 0
+  fi
+  if port_in_use "$port"; then die "port $port is taken by another program; cannot start PostgreSQL there"; fi
+  log "Starting PostgreSQL on 127.0.0.1:$port"
+  runuser -u postgres -- "$bin/pg_ctl" -D "$dir" -w -t 60 -l "$dir/server.log" start \
+    -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" >/dev/null \
+    || die "PostgreSQL did not start; see $dir/server.log"
+}
+
+pg_stop() {
+  local data=$1 bin dir
+  bin=$(pg_bin) || return 0
+  dir=$(pg_dir "$data")
+  [ -f "$dir/PG_VERSION" ] || return 0
+  if runuser -u postgres -- "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    runuser -u postgres -- "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null && log "PostgreSQL stopped"
+  fi
+}
+
+# pg_create_db PORT NAME: creates the database unless it exists.
+pg_create_db() {
+  local port=$1 name=$2
+  if ! psql -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$name'" | grep -q 1; then
+    psql -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE \"$name\"" >/dev/null
+  fi
+}
+
+# tansu_start DATA PORT: a Tansu broker with SQLite storage in DATA; idempotent.
+tansu_start() {
+  local data=$1 port=$2 pidfile="$1/tansu.pid"
+  mkdir -p "$data"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
+  if port_in_use "$port"; then die "port $port is taken by another program; cannot start Tansu there"; fi
+  log "Starting Tansu (Kafka protocol) on 127.0.0.1:$port, storage $data/tansu.db"
+  (
+    cd "$data" || exit 1
+    nohup tansu broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "sqlite://tansu.db" >"tansu.log" 2>&1 &
+    echo $! >"tansu.pid"
+  )
+  wait_port "$port" 60 || die "Tansu did not start; see $data/tansu.log"
+}
+
+# stop_pidfile FILE NAME: SIGTERM, then SIGKILL after 15 s.
+stop_pidfile() {
+  local pidfile=$1 name=$2 pid i
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; log "$name killed"; else log "$name stopped"; fi
+  fi
+  rm -f "$pidfile"
+}
