@@ -1,1 +1,70 @@
-fn main() {}
+//! `feed-bot`: simulated users posting through the public API.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use feed_bot::client::ApiClient;
+use feed_bot::config::BotSettings;
+use feed_bot::generator;
+use feed_bot::poster::{run_user, Counters, Shutdown};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+
+    let settings = match BotSettings::from_env() {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("feed-bot: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let client = match ApiClient::new(&settings.api_url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("feed-bot: cannot build the HTTP client: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(api = %settings.api_url, users = settings.users, interval_s = settings.interval.as_secs_f64(), jitter_s = settings.jitter.as_secs_f64(), "bot starting");
+
+    let shutdown = Shutdown::default();
+    let counters = Arc::new(Counters::default());
+    let mut users = tokio::task::JoinSet::new();
+    for name in generator::user_names(settings.users) {
+        users.spawn(run_user(name, client.clone(), settings.clone(), counters.clone(), shutdown.clone()));
+    }
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; stopping");
+        stop.cancel();
+    });
+    while users.join_next().await.is_some() {}
+    tracing::info!(
+        posted = counters.posted.load(Ordering::Relaxed),
+        failed = counters.failed.load(Ordering::Relaxed),
+        "bot stopped"
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,12 @@
+//! The bot: simulated users posting plausible tweets through the public API.
+//!
+//! Each user is a task of its own that posts, then sleeps for the interval
+//! plus or minus a random jitter, so N users produce about N posts per
+//! interval, spread out rather than in bursts. While the API is down or
+//! answers 503, a user backs off exponentially and keeps going; a 4xx (our
+//! own bug: the generator made an invalid post) is logged and skipped.
+
+pub mod client;
+pub mod config;
+pub mod generator;
+pub mod poster;

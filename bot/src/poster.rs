@@ -1,0 +1,105 @@
+//! One simulated user: post, sleep interval ± jitter, repeat; back off
+//! while the API is unavailable; stop on shutdown.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ApiClient, PostError};
+use crate::config::BotSettings;
+use crate::generator;
+
+pub use tokio_util::sync::CancellationToken as Shutdown;
+
+/// Counts shared by all users.
+#[derive(Default)]
+pub struct Counters {
+    pub posted: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Runs one user until shutdown or until the total post budget is spent.
+pub async fn run_user(
+    user_id: String,
+    client: ApiClient,
+    settings: Arc<BotSettings>,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+) {
+    // Spread the users' first posts over one interval.
+    let first = rand::rng().random_range(Duration::ZERO..=settings.interval.max(Duration::from_millis(1)));
+    if !sleep_or_stop(first, &shutdown).await {
+        return;
+    }
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if let Some(max) = settings.max_posts {
+            if counters.posted.load(Ordering::Relaxed) >= max {
+                shutdown.cancel();
+                return;
+            }
+        }
+        let content = generator::tweet(&mut rand::rng());
+        let pause = match client.post(&user_id, &content).await {
+            Ok(accepted) => {
+                counters.posted.fetch_add(1, Ordering::Relaxed);
+                backoff = Duration::from_millis(500);
+                tracing::info!(user_id = %user_id, id = %accepted.id, %content, "posted");
+                next_interval(&settings)
+            }
+            Err(PostError::Rejected { status, body }) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(user_id = %user_id, status, %body, %content, "post rejected; skipping it");
+                next_interval(&settings)
+            }
+            Err(e) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                let wait = match &e {
+                    PostError::RetryLater {
+                        retry_after: Some(after),
+                        ..
+                    } => (*after).max(backoff),
+                    _ => backoff,
+                };
+                tracing::warn!(user_id = %user_id, error = %chain(&e), retry_in_ms = wait.as_millis() as u64, "API unavailable; backing off");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                wait
+            }
+        };
+        if !sleep_or_stop(pause, &shutdown).await {
+            return;
+        }
+    }
+}
+
+fn next_interval(settings: &BotSettings) -> Duration {
+    let base = settings.interval.as_secs_f64();
+    let jitter = settings.jitter.as_secs_f64();
+    let offset = if jitter > 0.0 {
+        rand::rng().random_range(-jitter..=jitter)
+    } else {
+        0.0
+    };
+    Duration::from_secs_f64((base + offset).max(0.0))
+}
+
+async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => !shutdown.is_cancelled(),
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
