@@ -15,8 +15,6 @@
 
 mod retry;
 
-use std::time::Duration;
-
 use futures_util::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
@@ -190,6 +188,3 @@ impl Worker {
         .is_some()
     }
 }
-
-/// How long the worker may keep finishing a batch after shutdown was requested.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
