@@ -12,7 +12,10 @@ pub enum PostError {
     #[error("API unavailable")]
     Unavailable(#[source] reqwest::Error),
     #[error("API answered {status}; retry later")]
-    RetryLater { status: u16, retry_after: Option<Duration> },
+    RetryLater {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     /// The API rejected the post: a bug in the generator, never retried.
     #[error("API rejected the post with {status}: {body}")]
     Rejected { status: u16, body: String },

@@ -44,7 +44,9 @@ impl BotSettings {
                 let host = get("API_HOST").unwrap_or("localhost");
                 let port: u16 = match get("API_PORT") {
                     None => 8090,
-                    Some(p) => p.parse().map_err(|_| invalid("API_PORT", "must be a port number"))?,
+                    Some(p) => p
+                        .parse()
+                        .map_err(|_| invalid("API_PORT", "must be a port number"))?,
                 };
                 format!("http://{host}:{port}")
             }
@@ -63,7 +65,9 @@ impl BotSettings {
             match get(var) {
                 None => Ok(Duration::from_secs_f64(default)),
                 Some(v) => match v.parse::<f64>() {
-                    Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+                    Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+                        Ok(Duration::from_secs_f64(s))
+                    }
                     _ => Err(invalid(var, "must be a number of seconds from 0 to 86400")),
                 },
             }
@@ -71,11 +75,17 @@ impl BotSettings {
         let interval = secs("BOT_INTERVAL_SECS", 10.0)?;
         let jitter = secs("BOT_JITTER_SECS", 2.0)?;
         if jitter > interval {
-            return Err(invalid("BOT_JITTER_SECS", "must not exceed BOT_INTERVAL_SECS"));
+            return Err(invalid(
+                "BOT_JITTER_SECS",
+                "must not exceed BOT_INTERVAL_SECS",
+            ));
         }
         let max_posts = match get("BOT_MAX_POSTS") {
             None => None,
-            Some(v) => Some(v.parse::<u64>().map_err(|_| invalid("BOT_MAX_POSTS", "must be a whole number"))?),
+            Some(v) => Some(
+                v.parse::<u64>()
+                    .map_err(|_| invalid("BOT_MAX_POSTS", "must be a whole number"))?,
+            ),
         };
         Ok(BotSettings {
             api_url,
@@ -92,7 +102,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -105,7 +118,8 @@ mod tests {
 
     #[test]
     fn host_and_port_build_the_url() {
-        let s = BotSettings::from_vars(&vars(&[("API_HOST", "api"), ("API_PORT", "9000")])).expect("valid");
+        let s = BotSettings::from_vars(&vars(&[("API_HOST", "api"), ("API_PORT", "9000")]))
+            .expect("valid");
         assert_eq!(s.api_url, "http://api:9000");
     }
 

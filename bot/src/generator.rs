@@ -12,32 +12,84 @@ const ANIMALS: &[&str] = &[
     "raven", "bison", "lemur", "moose", "orca", "wombat",
 ];
 const OPENERS: &[&str] = &[
-    "Just", "Finally", "Today I", "Can't believe I", "Yesterday I", "This morning I",
-    "Quick update: I", "At last I",
+    "Just",
+    "Finally",
+    "Today I",
+    "Can't believe I",
+    "Yesterday I",
+    "This morning I",
+    "Quick update: I",
+    "At last I",
 ];
-const TAKES: &[&str] = &["Hot take:", "Unpopular opinion:", "Honestly,", "Reminder:", "PSA:"];
+const TAKES: &[&str] = &[
+    "Hot take:",
+    "Unpopular opinion:",
+    "Honestly,",
+    "Reminder:",
+    "PSA:",
+];
 const ACTIONS: &[&str] = &[
-    "shipped a new feature", "fixed a bug that haunted me for a week", "drank my third coffee",
-    "went for a run by the river", "read a great paper on consensus", "refactored the whole module",
-    "deployed on a Friday", "learned a new Rust trick", "cooked pasta from scratch",
-    "watched the sunrise", "finished that book", "wrote more tests than code",
-    "migrated the database without downtime", "adopted a very loud cat", "tried the new ramen place",
+    "shipped a new feature",
+    "fixed a bug that haunted me for a week",
+    "drank my third coffee",
+    "went for a run by the river",
+    "read a great paper on consensus",
+    "refactored the whole module",
+    "deployed on a Friday",
+    "learned a new Rust trick",
+    "cooked pasta from scratch",
+    "watched the sunrise",
+    "finished that book",
+    "wrote more tests than code",
+    "migrated the database without downtime",
+    "adopted a very loud cat",
+    "tried the new ramen place",
 ];
 const TOPICS: &[&str] = &[
-    "distributed systems", "Kafka consumer groups", "borrow checkers", "sourdough", "indie games",
-    "mechanical keyboards", "the weather", "open source", "coffee brewing", "trail running",
-    "CockroachDB", "server-sent events", "async Rust", "jazz records",
+    "distributed systems",
+    "Kafka consumer groups",
+    "borrow checkers",
+    "sourdough",
+    "indie games",
+    "mechanical keyboards",
+    "the weather",
+    "open source",
+    "coffee brewing",
+    "trail running",
+    "CockroachDB",
+    "server-sent events",
+    "async Rust",
+    "jazz records",
 ];
 const FEELINGS: &[&str] = &[
-    "and it feels great", "and I regret nothing", "send help", "10/10 would do again",
-    "not sure how to feel", "best decision this week", "why is it always like this",
-    "and the day is not even over", "mood", "so that happened",
+    "and it feels great",
+    "and I regret nothing",
+    "send help",
+    "10/10 would do again",
+    "not sure how to feel",
+    "best decision this week",
+    "why is it always like this",
+    "and the day is not even over",
+    "mood",
+    "so that happened",
 ];
 const HASHTAGS: &[&str] = &[
-    "#rustlang", "#devlife", "#coffee", "#weekend", "#til", "#kafka", "#opensource", "#running",
-    "#foodie", "#mondaymotivation", "#streaming", "#sre",
+    "#rustlang",
+    "#devlife",
+    "#coffee",
+    "#weekend",
+    "#til",
+    "#kafka",
+    "#opensource",
+    "#running",
+    "#foodie",
+    "#mondaymotivation",
+    "#streaming",
+    "#sre",
 ];
-const EMOJI: &[&str] = &["🚀", "☕", "🎉", "🔥", "😅", "🦀", "✨", "🌅", "🤔", "💡", "🐈", "🍜"];
+const EMOJI: &[&str] = &[
+    "🚀", "☕", "🎉", "🔥", "😅", "🦀", "✨", "🌅", "🤔", "💡", "🐈", "🍜",
+];
 
 /// The user names of `count` simulated users, stable across runs.
 pub fn user_names(count: usize) -> Vec<String> {
@@ -57,9 +109,22 @@ fn pick<R: Rng + ?Sized>(rng: &mut R, words: &'static [&'static str]) -> &'stati
 /// One tweet: always valid under SPEC §1 (1 to 280 characters, no control characters).
 pub fn tweet<R: Rng + ?Sized>(rng: &mut R) -> String {
     let mut text = match rng.random_range(0..4) {
-        0 => format!("{} {}, {}", pick(rng, OPENERS), pick(rng, ACTIONS), pick(rng, FEELINGS)),
-        1 => format!("Thinking about {} again. {}", pick(rng, TOPICS), pick(rng, FEELINGS)),
-        2 => format!("{} {} deserves more love.", pick(rng, TAKES), pick(rng, TOPICS)),
+        0 => format!(
+            "{} {}, {}",
+            pick(rng, OPENERS),
+            pick(rng, ACTIONS),
+            pick(rng, FEELINGS)
+        ),
+        1 => format!(
+            "Thinking about {} again. {}",
+            pick(rng, TOPICS),
+            pick(rng, FEELINGS)
+        ),
+        2 => format!(
+            "{} {} deserves more love.",
+            pick(rng, TAKES),
+            pick(rng, TOPICS)
+        ),
         _ => format!(
             "{} {}, then spent an hour on {}.",
             pick(rng, OPENERS),
@@ -94,7 +159,11 @@ mod tests {
             assert!(!t.chars().any(|c| c.is_control()), "{t}");
         }
         let distinct: HashSet<&String> = tweets.iter().collect();
-        assert!(distinct.len() > 300, "only {} distinct tweets out of 500", distinct.len());
+        assert!(
+            distinct.len() > 300,
+            "only {} distinct tweets out of 500",
+            distinct.len()
+        );
     }
 
     #[test]
@@ -103,7 +172,10 @@ mod tests {
         let distinct: HashSet<&String> = names.iter().collect();
         assert_eq!(distinct.len(), 300);
         for n in &names {
-            assert!(n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{n}");
+            assert!(
+                n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{n}"
+            );
         }
     }
 }

@@ -37,7 +37,13 @@ async fn main() -> std::process::ExitCode {
     let counters = Arc::new(Counters::default());
     let mut users = tokio::task::JoinSet::new();
     for name in generator::user_names(settings.users) {
-        users.spawn(run_user(name, client.clone(), settings.clone(), counters.clone(), shutdown.clone()));
+        users.spawn(run_user(
+            name,
+            client.clone(),
+            settings.clone(),
+            counters.clone(),
+            shutdown.clone(),
+        ));
     }
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -30,7 +30,8 @@ pub async fn run_user(
     shutdown: CancellationToken,
 ) {
     // Spread the users' first posts over one interval.
-    let first = rand::rng().random_range(Duration::ZERO..=settings.interval.max(Duration::from_millis(1)));
+    let first =
+        rand::rng().random_range(Duration::ZERO..=settings.interval.max(Duration::from_millis(1)));
     if !sleep_or_stop(first, &shutdown).await {
         return;
     }
