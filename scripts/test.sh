@@ -35,4 +35,16 @@ export TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 export TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export RUST_LOG=${RUST_LOG:-warn}
 log "Running cargo test --workspace (PostgreSQL 127.0.0.1:$PG_PORT, Tansu 127.0.0.1:$KAFKA_PORT)"
-cargo test --workspace "$@"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+set +e
+cargo test --workspace "$@" 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole workspace (cargo prints one per test binary).
+read -r passed failed < <(awk '/^test result:/ {
+    for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) }
+  } END { print p + 0, f + 0 }' "$out")
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"
