@@ -65,6 +65,11 @@ pub struct KafkaSettings {
     /// Use the idempotent producer (`KAFKA_IDEMPOTENCE`), so librdkafka's
     /// internal retries never write a record twice.
     pub idempotence: bool,
+    /// The worker's `group.instance.id` (`KAFKA_GROUP_INSTANCE_ID`); default
+    /// `<hostname>-<port>`, `none` for dynamic membership.
+    pub group_instance_id: Option<String>,
+    /// librdkafka `debug` contexts, e.g. `cgrp,fetch` (`KAFKA_DEBUG`); unset by default.
+    pub debug: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +173,8 @@ impl Settings {
                 linger_ms: env.parse_range("KAFKA_LINGER_MS", 0u32, 0..=60_000)?,
                 fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 50u32, 1..=10_000)?,
                 idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", true)?,
+                debug: env.get("KAFKA_DEBUG").map(str::to_owned),
+                group_instance_id: env.get("KAFKA_GROUP_INSTANCE_ID").map(str::to_owned),
             },
             database: DatabaseSettings {
                 url: database_url,

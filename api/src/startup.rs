@@ -62,6 +62,10 @@ impl Application {
         let producer =
             Producer::new(&settings.kafka).context("could not create the Kafka producer")?;
 
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+
         let broadcaster = Broadcaster::new(settings.feed.client_buffer);
         let (consumer, last_seq) = wait_for("broadcaster position", &shutdown, || {
             broadcast::position(&settings.kafka, &store)
@@ -80,7 +84,7 @@ impl Application {
         )];
         if settings.worker.enabled {
             let worker = Worker {
-                consumer: worker::consumer(&settings.kafka)
+                consumer: worker::consumer(&settings.kafka, &instance_id(&settings, port))
                     .context("could not create the worker's consumer")?,
                 store: store.clone(),
                 producer: producer.clone(),
@@ -90,9 +94,6 @@ impl Application {
             tasks.push(("worker", tokio::spawn(worker.run(shutdown.clone()))));
         }
 
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
         let shutdown_timeout = settings.shutdown_timeout.as_secs();
         let state = web::Data::new(AppState {
             settings,
@@ -159,6 +160,11 @@ impl Application {
         let started = Instant::now();
         // SPEC §7: out within 10 s. Everything below shares this budget.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+        if !server_done {
+            // No new connections from here on: a feed client that reconnects
+            // must land on another instance, not on one that is stopping.
+            handle.pause().await;
+        }
         // Feed streams end on the token; the worker finishes its batch.
         state.shutdown.cancel();
         if !server_done {
@@ -189,6 +195,28 @@ impl Application {
             "shutdown complete"
         );
         Ok(())
+    }
+}
+
+/// The worker's static group membership id (`group.instance.id`): the
+/// configured one, else `<hostname>-<port>`, stable across restarts of the
+/// same instance and distinct between instances. `None` for dynamic membership.
+fn instance_id(settings: &Settings, port: u16) -> Option<String> {
+    match settings.kafka.group_instance_id.as_deref() {
+        Some("none") => None,
+        Some(id) => Some(id.to_owned()),
+        None => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "feed-api".into());
+            let host: String = host
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect();
+            Some(format!("{host}-{port}"))
+        }
     }
 }
 

@@ -46,13 +46,15 @@ pub enum FeedError {
     Query(#[from] QueryError),
     #[error("the message history is unavailable; retry later")]
     Unavailable(#[source] StoreError),
+    #[error("this instance is shutting down; reconnect")]
+    ShuttingDown,
 }
 
 impl ResponseError for FeedError {
     fn status_code(&self) -> StatusCode {
         match self {
             FeedError::Query(_) => StatusCode::BAD_REQUEST,
-            FeedError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            FeedError::Unavailable(_) | FeedError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -67,6 +69,10 @@ impl ResponseError for FeedError {
                 builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
                 json_error_builder(builder, "database_unavailable", &self.to_string(), None)
             }
+            FeedError::ShuttingDown => {
+                builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+                json_error_builder(builder, "shutting_down", &self.to_string(), None)
+            }
         }
     }
 }
@@ -74,11 +80,17 @@ impl ResponseError for FeedError {
 /// `GET /api/feed`.
 pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FeedError> {
     let q = FeedQuery::parse(&req, state.settings.feed.history_max)?;
+    if state.shutdown.is_cancelled() {
+        return Err(FeedError::ShuttingDown);
+    }
     let feed = &state.settings.feed;
     let store = &state.store;
     let user = q.user_id.as_deref();
 
     // Subscribe first, read the database second: see the module docs.
+    // `live_from` is read before subscribing: everything released after it
+    // is in the ring or in the rows read below.
+    let live_from = state.broadcaster.last_released();
     let rx = state.broadcaster.subscribe();
     let mut start = Start::default();
     let mut fresh = true;
@@ -133,6 +145,7 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         events: start.events,
         catch_up: start.catch_up,
         last_sent: start.last_sent,
+        live_from,
         user_id: q.user_id,
         store: state.store.clone(),
         heartbeat: feed.heartbeat,
@@ -194,6 +207,10 @@ struct FeedStream {
     catch_up: Option<i64>,
     /// Highest sequence number sent; live events at or below it are skipped.
     last_sent: i64,
+    /// The broadcaster's position when this client subscribed. Once the
+    /// database reads are done the client is at least this far, even if no
+    /// message was sent (history=0, or a filter that matched nothing).
+    live_from: i64,
     user_id: Option<String>,
     store: Store,
     heartbeat: Duration,
@@ -219,7 +236,10 @@ impl FeedStream {
             if let Some(event) = self.events.pop_front() {
                 return Some(event);
             }
-            let Some(after) = self.catch_up else { break };
+            let Some(after) = self.catch_up else {
+                self.last_sent = self.last_sent.max(self.live_from);
+                break;
+            };
             match self.store.after(after, PAGE, self.user_id.as_deref()).await {
                 Ok(rows) => {
                     let mut start = Start {
@@ -262,7 +282,13 @@ impl FeedStream {
                             "message": "the client fell too far behind; reconnect with Last-Event-ID to resume",
                             "last_event_id": cursor::encode(self.last_sent),
                         });
-                        return Some(sse::Data::new(data.to_string()).event("lagged").into());
+                        // The `id:` makes an EventSource reconnect from here by itself.
+                        return Some(
+                            sse::Data::new(data.to_string())
+                                .id(cursor::encode(self.last_sent))
+                                .event("lagged")
+                                .into(),
+                        );
                     }
                     Err(RecvError::Closed) => return None,
                 },

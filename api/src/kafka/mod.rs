@@ -22,6 +22,9 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", "feed-api")
         .set("socket.keepalive.enable", "true");
+    if let Some(debug) = &settings.debug {
+        config.set("debug", debug);
+    }
     config
 }
 

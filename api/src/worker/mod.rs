@@ -30,8 +30,19 @@ use crate::store::Store;
 pub use retry::Backoff;
 
 /// The worker's consumer: a consumer-group member with manual offset store.
-pub fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+///
+/// With `instance_id` the member is static (`group.instance.id`): a restarted
+/// instance takes its partitions back without waiting for a rebalance. This
+/// also sidesteps a Tansu 0.6 coordinator bug: a dynamic member that joins
+/// while the group leader is dead can be left with no partitions for good.
+pub fn consumer(
+    settings: &KafkaSettings,
+    instance_id: &Option<String>,
+) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
     let mut config: ClientConfig = crate::kafka::consumer_config(settings, &settings.worker_group);
+    if let Some(id) = instance_id {
+        config.set("group.instance.id", id);
+    }
     config
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

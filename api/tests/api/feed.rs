@@ -27,7 +27,7 @@ async fn history_then_live_with_nothing_missing_or_repeated() {
         ids.push(app.post_message("alice", &format!("before {i}")).await);
     }
     for id in &ids {
-        app.wait_persisted(id).await;
+        app.env.wait_persisted(id).await;
     }
 
     // Posts keep flowing while the client connects: the seam is exercised.
@@ -85,7 +85,7 @@ async fn a_user_filter_restricts_history_and_live() {
     let b1 = app.post_message("bob", "b1").await;
     let a2 = app.post_message("alice", "a2").await;
     for id in [&a1, &b1, &a2] {
-        app.wait_persisted(id).await;
+        app.env.wait_persisted(id).await;
     }
     let mut feed = app.feed("?user_id=alice&history=10", None).await;
     let history = feed.messages(2).await;
@@ -112,7 +112,7 @@ async fn last_event_id_resumes_exactly_after_the_cursor() {
     }
     let mut cursors = Vec::new();
     for id in &ids {
-        cursors.push(app.wait_persisted(id).await);
+        cursors.push(app.env.wait_persisted(id).await);
     }
     let resume_from = cursors[1].to_string();
     let mut feed = app.feed("?history=100", Some(&resume_from)).await;
@@ -153,7 +153,7 @@ async fn an_unknown_or_too_old_cursor_gets_a_reset_then_a_fresh_stream() {
         ids.push(app.post_message("dave", &format!("m{i}")).await);
     }
     for id in &ids {
-        app.wait_persisted(id).await;
+        app.env.wait_persisted(id).await;
     }
 
     let mut feed = app.feed("?history=1", Some("999999")).await;

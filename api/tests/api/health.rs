@@ -22,7 +22,7 @@ async fn readiness_fails_while_the_database_is_unreachable_and_recovers() {
     assert_eq!(body["checks"]["database"], "ok");
     assert_eq!(body["checks"]["kafka"], "ok");
 
-    let proxy = app.proxy.as_ref().expect("proxy");
+    let proxy = app.env.proxy.as_ref().expect("proxy");
     proxy.down();
     let (status, body) = app.get_json("/api/ready").await;
     assert_eq!(status, 503, "{body}");
@@ -44,6 +44,6 @@ async fn readiness_fails_while_the_database_is_unreachable_and_recovers() {
         ready.is_some(),
         "readiness recovers when the database returns"
     );
-    app.wait_persisted(&id).await;
-    assert_eq!(app.rows_with_id(&id).await, 1);
+    app.env.wait_persisted(&id).await;
+    assert_eq!(app.env.rows_with_id(&id).await, 1);
 }

@@ -55,15 +55,196 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
 }
 
-pub struct TestApp {
-    pub address: String,
-    pub http: reqwest::Client,
+/// What one test owns: a database, topic names, a consumer group. Several
+/// api instances (in-process or processes) can share one environment.
+pub struct TestEnv {
+    pub db_name: String,
+    pub db_url: String,
     pub db: tokio_postgres::Client,
     pub topic_in: String,
+    pub topic_out: String,
     pub topic_dead: String,
+    pub group: String,
     pub proxy: Option<DbProxy>,
+}
+
+impl TestEnv {
+    pub async fn new(db_proxy: bool) -> TestEnv {
+        feed_api::telemetry::init();
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let db_name = format!("feed_test_{suffix}");
+        let admin = connect(&admin_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db_name}"))
+            .await
+            .expect("create the test database");
+        let db_url = with_db(&admin_url(), &db_name);
+        let proxy = if db_proxy {
+            let target: tokio_postgres::Config = db_url.parse().expect("valid url");
+            let port = target.get_ports().first().copied().unwrap_or(5432);
+            Some(DbProxy::start(port).await)
+        } else {
+            None
+        };
+        TestEnv {
+            db: connect(&db_url).await,
+            db_name,
+            db_url,
+            topic_in: format!("test-{suffix}-to-process"),
+            topic_out: format!("test-{suffix}-processed"),
+            topic_dead: format!("test-{suffix}-dead-letter"),
+            group: format!("test-{suffix}-worker"),
+            proxy,
+        }
+    }
+
+    /// The URL the apps use: through the proxy if there is one.
+    pub fn app_db_url(&self) -> String {
+        match &self.proxy {
+            Some(p) => format!("postgresql://postgres@127.0.0.1:{}/{}", p.port, self.db_name),
+            None => self.db_url.clone(),
+        }
+    }
+
+    /// The environment of an api instance in this test environment.
+    pub fn vars(&self, extra: &[(&'static str, String)]) -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("HOST".into(), "127.0.0.1".into()),
+            ("PORT".into(), "0".into()),
+            ("DATABASE_URL".into(), self.app_db_url()),
+            ("KAFKA_BROKERS".into(), brokers()),
+            ("TOPIC_EVENTS_TO_PROCESS".into(), self.topic_in.clone()),
+            ("TOPIC_EVENTS_PROCESSED".into(), self.topic_out.clone()),
+            ("TOPIC_EVENTS_DEAD_LETTER".into(), self.topic_dead.clone()),
+            ("KAFKA_WORKER_GROUP".into(), self.group.clone()),
+            ("DB_POOL_SIZE".into(), "4".into()),
+            ("DB_TIMEOUT_MS".into(), "2000".into()),
+        ]);
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), v.clone());
+        }
+        vars
+    }
+
+    /// Starts an in-process api instance in this environment.
+    pub async fn spawn(&self, extra: &[(&'static str, String)]) -> InProcessApp {
+        let settings = Settings::from_vars(&self.vars(extra)).expect("valid test settings");
+        let app = Application::build(settings).await.expect("the app starts");
+        let api = Api::new(format!("http://127.0.0.1:{}", app.port()));
+        let shutdown = app.shutdown_token();
+        let stopped = tokio::spawn(async move {
+            if let Err(e) = app.run_until_stopped(std::future::pending()).await {
+                panic!("app failed: {e:?}");
+            }
+        });
+        InProcessApp {
+            api,
+            shutdown,
+            stopped,
+        }
+    }
+
+    /// Rows stored with this id.
+    pub async fn rows_with_id(&self, id: &str) -> i64 {
+        let id: uuid::Uuid = id.parse().expect("uuid");
+        self.db
+            .query_one("SELECT count(*) FROM messages WHERE id = $1", &[&id])
+            .await
+            .expect("count query")
+            .get(0)
+    }
+
+    pub async fn total_rows(&self) -> i64 {
+        self.db
+            .query_one("SELECT count(*) FROM messages", &[])
+            .await
+            .expect("count query")
+            .get(0)
+    }
+
+    /// Ids and sequence numbers of all rows, in sequence order.
+    pub async fn all_rows(&self) -> Vec<(String, i64)> {
+        self.db
+            .query("SELECT id, seq FROM messages ORDER BY seq", &[])
+            .await
+            .expect("rows query")
+            .iter()
+            .map(|r| (r.get::<_, uuid::Uuid>(0).to_string(), r.get::<_, i64>(1)))
+            .collect()
+    }
+
+    /// Waits until the message is persisted; returns its cursor (seq).
+    pub async fn wait_persisted(&self, id: &str) -> i64 {
+        let uuid: uuid::Uuid = id.parse().expect("uuid");
+        eventually(|| async {
+            self.db
+                .query_opt("SELECT seq FROM messages WHERE id = $1", &[&uuid])
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, i64>(0))
+        })
+        .await
+        .unwrap_or_else(|| panic!("message {id} was not persisted within {DEADLINE:?}"))
+    }
+
+    /// Waits until the table holds `n` rows.
+    pub async fn wait_rows(&self, n: i64) {
+        let reached = eventually(|| async { (self.total_rows().await >= n).then_some(()) }).await;
+        assert!(
+            reached.is_some(),
+            "expected {n} rows, have {} after {DEADLINE:?}",
+            self.total_rows().await
+        );
+    }
+
+    /// A producer straight to the test's topics, as another client of the broker.
+    pub fn raw_producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer")
+    }
+
+    pub async fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {
+        self.raw_producer()
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("raw produce acknowledged");
+    }
+}
+
+/// An in-process api instance.
+pub struct InProcessApp {
+    pub api: Api,
     pub shutdown: CancellationToken,
     pub stopped: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for InProcessApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// One test environment with one in-process app: most tests need nothing more.
+pub struct TestApp {
+    pub env: TestEnv,
+    pub app: InProcessApp,
+    pub shutdown: CancellationToken,
+    pub stopped: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.app.api
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -71,71 +252,33 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    feed_api::telemetry::init();
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let db_name = format!("feed_test_{suffix}");
-    let admin = connect(&admin_url()).await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {db_name}"))
-        .await
-        .expect("create the test database");
-    let db_url = with_db(&admin_url(), &db_name);
-
-    let proxy = if options.db_proxy {
-        let target: tokio_postgres::Config = db_url.parse().expect("valid url");
-        let port = match target.get_ports().first() {
-            Some(p) => *p,
-            None => 5432,
-        };
-        Some(DbProxy::start(port).await)
-    } else {
-        None
-    };
-    let app_db_url = match &proxy {
-        Some(p) => format!("postgresql://postgres@127.0.0.1:{}/{db_name}", p.port),
-        None => db_url.clone(),
-    };
-
-    let topic_in = format!("test-{suffix}-to-process");
-    let topic_out = format!("test-{suffix}-processed");
-    let topic_dead = format!("test-{suffix}-dead-letter");
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("HOST".into(), "127.0.0.1".into()),
-        ("PORT".into(), "0".into()),
-        ("DATABASE_URL".into(), app_db_url),
-        ("KAFKA_BROKERS".into(), brokers()),
-        ("TOPIC_EVENTS_TO_PROCESS".into(), topic_in.clone()),
-        ("TOPIC_EVENTS_PROCESSED".into(), topic_out),
-        ("TOPIC_EVENTS_DEAD_LETTER".into(), topic_dead.clone()),
-        ("KAFKA_WORKER_GROUP".into(), format!("test-{suffix}-worker")),
-        ("DB_POOL_SIZE".into(), "4".into()),
-        ("DB_TIMEOUT_MS".into(), "2000".into()),
-    ]);
-    for (k, v) in options.env {
-        vars.insert(k.to_owned(), v);
-    }
-    let settings = Settings::from_vars(&vars).expect("valid test settings");
-    let app = Application::build(settings).await.expect("the app starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    let stopped = tokio::spawn(async move {
-        if let Err(e) = app.run_until_stopped(std::future::pending()).await {
-            panic!("app failed: {e:?}");
-        }
-    });
+    let env = TestEnv::new(options.db_proxy).await;
+    let mut app = env.spawn(&options.env).await;
+    let shutdown = app.shutdown.clone();
+    let stopped = std::mem::replace(&mut app.stopped, tokio::spawn(async {}));
     TestApp {
-        address,
-        http: reqwest::Client::new(),
-        db: connect(&db_url).await,
-        topic_in,
-        topic_dead,
-        proxy,
+        env,
+        app,
         shutdown,
         stopped,
     }
 }
 
-impl TestApp {
+/// The public API of one instance, over HTTP.
+#[derive(Clone)]
+pub struct Api {
+    pub address: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(address: String) -> Api {
+        Api {
+            address,
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -151,6 +294,24 @@ impl TestApp {
             req = req.header("Content-Type", ct);
         }
         req.send().await.expect("POST reaches the app")
+    }
+
+    /// POSTs a message; `Some(id)` if it was accepted (202), `None` otherwise.
+    pub async fn try_post(&self, user_id: &str, content: &str) -> Option<String> {
+        let body = serde_json::json!({ "user_id": user_id, "content": content }).to_string();
+        let res = self
+            .http
+            .post(self.url("/api/messages"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .ok()?;
+        if res.status() != 202 {
+            return None;
+        }
+        let json: Value = res.json().await.ok()?;
+        json["id"].as_str().map(str::to_owned)
     }
 
     /// POSTs a message that must be accepted; returns its id.
@@ -176,75 +337,38 @@ impl TestApp {
 
     /// Opens the feed with a query string and optional `Last-Event-ID`.
     pub async fn feed(&self, query: &str, last_event_id: Option<&str>) -> SseClient {
+        self.try_feed(query, last_event_id)
+            .await
+            .expect("feed opens with 200")
+    }
+
+    /// Opens the feed; `None` if the instance does not answer 200.
+    pub async fn try_feed(&self, query: &str, last_event_id: Option<&str>) -> Option<SseClient> {
         let mut req = self.http.get(self.url(&format!("/api/feed{query}")));
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
-        let res = req.send().await.expect("feed reaches the app");
-        assert_eq!(res.status(), 200, "feed opens");
-        SseClient::new(res)
-    }
-
-    /// Rows stored with this id.
-    pub async fn rows_with_id(&self, id: &str) -> i64 {
-        let id: uuid::Uuid = id.parse().expect("uuid");
-        self.db
-            .query_one("SELECT count(*) FROM messages WHERE id = $1", &[&id])
-            .await
-            .expect("count query")
-            .get(0)
-    }
-
-    pub async fn total_rows(&self) -> i64 {
-        self.db
-            .query_one("SELECT count(*) FROM messages", &[])
-            .await
-            .expect("count query")
-            .get(0)
-    }
-
-    /// Waits until the message is persisted; returns its cursor (seq).
-    pub async fn wait_persisted(&self, id: &str) -> i64 {
-        let uuid: uuid::Uuid = id.parse().expect("uuid");
-        eventually(|| async {
-            self.db
-                .query_opt("SELECT seq FROM messages WHERE id = $1", &[&uuid])
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.get::<_, i64>(0))
-        })
-        .await
-        .unwrap_or_else(|| panic!("message {id} was not persisted within {DEADLINE:?}"))
-    }
-
-    /// A producer straight to the test's topics, as another client of the broker.
-    pub fn raw_producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("linger.ms", "0")
-            .create()
-            .expect("producer")
-    }
-
-    pub async fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {
-        self.raw_producer()
-            .send(
-                FutureRecord::to(topic).key(key).payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("raw produce acknowledged");
+        let res = req.send().await.ok()?;
+        (res.status() == 200).then(|| SseClient::new(res))
     }
 }
 
 /// Polls `f` until it returns `Some`, or gives up after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(mut f: F) -> Option<T>
+pub async fn eventually<T, F, Fut>(f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + DEADLINE;
+    eventually_within(DEADLINE, f).await
+}
+
+/// Polls `f` until it returns `Some`, or gives up after `within`.
+pub async fn eventually_within<T, F, Fut>(within: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f().await {
             return Some(v);
@@ -362,7 +486,7 @@ impl SseClient {
     }
 }
 
-fn parse_block(block: &str) -> SseEvent {
+pub fn parse_block(block: &str) -> SseEvent {
     let mut ev = SseEvent::default();
     let mut data: Vec<&str> = Vec::new();
     for line in block.lines() {

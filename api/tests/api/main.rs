@@ -3,9 +3,11 @@
 //! starts both; each test gets its own database, topics and consumer group,
 //! so tests run in parallel and can be re-run.
 
+mod faults;
 mod feed;
 mod health;
 mod helpers;
 mod pages;
 mod post;
+mod process;
 mod worker;

@@ -10,7 +10,7 @@ async fn pages_walk_back_through_all_messages() {
         ids.push(app.post_message("erin", &format!("p{i}")).await);
     }
     for id in &ids {
-        app.wait_persisted(id).await;
+        app.env.wait_persisted(id).await;
     }
     let mut seen = Vec::new();
     let mut path = "/api/messages?limit=3".to_owned();

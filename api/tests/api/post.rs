@@ -28,8 +28,8 @@ async fn a_post_is_persisted_exactly_once_and_reaches_a_connected_feed() {
         Some("1"),
         "the first message has the first cursor"
     );
-    app.wait_persisted(&id).await;
-    assert_eq!(app.rows_with_id(&id).await, 1);
+    app.env.wait_persisted(&id).await;
+    assert_eq!(app.env.rows_with_id(&id).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,11 +216,11 @@ async fn every_bad_input_gets_its_status_and_a_json_error_and_is_never_persisted
     let ok = format!("  {}  ", "é".repeat(279) + "\t");
     let id = app.post_message("edge.case-1", &ok).await;
     let id2 = app.post_message("a", "line one\nline two").await;
-    app.wait_persisted(&id).await;
-    app.wait_persisted(&id2).await;
+    app.env.wait_persisted(&id).await;
+    app.env.wait_persisted(&id2).await;
     // The worker processes in order, so once these two are in, anything the
     // rejected posts had queued would be too.
-    assert_eq!(app.total_rows().await, 2, "nothing rejected was persisted");
+    assert_eq!(app.env.total_rows().await, 2, "nothing rejected was persisted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

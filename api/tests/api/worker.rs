@@ -19,9 +19,9 @@ async fn a_redelivered_record_creates_no_second_row_and_no_second_event() {
         "content": "sent twice", "created_at": "2026-11-22T12:00:00.123Z",
     })
     .to_string();
-    app.produce_raw(&app.topic_in, "gina", record.as_bytes())
+    app.env.produce_raw(&app.env.topic_in, "gina", record.as_bytes())
         .await;
-    app.produce_raw(&app.topic_in, "gina", record.as_bytes())
+    app.env.produce_raw(&app.env.topic_in, "gina", record.as_bytes())
         .await;
     // Same key, same partition: the sentinel is processed after both copies.
     let sentinel = app.post_message("gina", "sentinel").await;
@@ -34,26 +34,26 @@ async fn a_redelivered_record_creates_no_second_row_and_no_second_event() {
         sentinel.as_str(),
         "the copy was not delivered twice"
     );
-    assert_eq!(app.rows_with_id(&id.to_string()).await, 1);
-    assert_eq!(app.total_rows().await, 2);
+    assert_eq!(app.env.rows_with_id(&id.to_string()).await, 1);
+    assert_eq!(app.env.total_rows().await, 2);
     feed.assert_no_message(Duration::from_millis(500)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_the_worker_moves_on() {
     let app = spawn_app().await;
-    app.produce_raw(&app.topic_in, "mallory", b"{this is not json")
+    app.env.produce_raw(&app.env.topic_in, "mallory", b"{this is not json")
         .await;
     let after = app.post_message("mallory", "after the garbage").await;
-    app.wait_persisted(&after).await;
+    app.env.wait_persisted(&after).await;
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
-        .set("group.id", format!("{}-reader", app.topic_dead))
+        .set("group.id", format!("{}-reader", app.env.topic_dead))
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
-    consumer.subscribe(&[&app.topic_dead]).expect("subscribe");
+    consumer.subscribe(&[&app.env.topic_dead]).expect("subscribe");
     let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .expect("a dead letter within 30 s")
@@ -70,5 +70,5 @@ async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_the_worker_move
         reason.contains("JSON") || reason.contains("json") || reason.contains("envelope"),
         "{reason}"
     );
-    assert_eq!(app.total_rows().await, 1, "the garbage was not persisted");
+    assert_eq!(app.env.total_rows().await, 1, "the garbage was not persisted");
 }

@@ -1,0 +1,227 @@
+//! The api as a separate process (the real binary), for tests that kill it,
+//! restart it or measure it, and a feed client that reconnects like a browser.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{Api, TestEnv};
+
+/// A running `feed-api` process.
+pub struct ApiProcess {
+    pub api: Api,
+    pub name: String,
+    vars: HashMap<String, String>,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl ApiProcess {
+    /// Starts the binary in `env` and waits until it is ready.
+    pub async fn start(env: &TestEnv, name: &str, extra: &[(&'static str, String)]) -> ApiProcess {
+        let port = free_port();
+        let mut vars = env.vars(extra);
+        vars.insert("PORT".into(), port.to_string());
+        vars.entry("RUST_LOG".into()).or_insert_with(|| "info".into());
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}.log", env.db_name));
+        let mut p = ApiProcess {
+            api: Api::new(format!("http://127.0.0.1:{port}")),
+            name: name.to_owned(),
+            vars,
+            child: None,
+            log,
+        };
+        p.launch().await;
+        p
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_feed-api"))
+            .env_clear()
+            .envs(&self.vars)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn feed-api");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(res) = self.api.http.get(self.api.url("/api/ready")).send().await {
+                if res.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("{} exited during start-up ({status}); see {}", self.name, self.log.display());
+            }
+            assert!(Instant::now() < deadline, "{} not ready in 60 s; see {}", self.name, self.log.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("running")
+    }
+
+    /// SIGKILL: no shutdown at all.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("SIGKILL");
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit status and how long it took.
+    pub async fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("pid").to_string();
+        let started = Instant::now();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(sent.success(), "SIGTERM sent");
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("the process exits after SIGTERM")
+            .expect("wait");
+        (status, started.elapsed())
+    }
+
+    /// Starts the process again, on the same port.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.launch().await;
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Open file descriptors (sockets included).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("proc fd").count()
+    }
+}
+
+/// What a reconnecting feed client saw.
+#[derive(Debug, Default, Clone)]
+pub struct Received {
+    /// `(cursor, message id)` in arrival order, across reconnects.
+    pub messages: Vec<(i64, String)>,
+    pub connections: usize,
+    pub lagged: usize,
+    pub resets: usize,
+}
+
+/// A feed client that reconnects with `Last-Event-ID` whenever its stream
+/// ends or its instance is gone, like a browser's EventSource.
+pub struct ResumingClient {
+    pub label: String,
+    state: Arc<Mutex<Received>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ResumingClient {
+    /// Connects to `api` (and keeps reconnecting) until stopped. Returns once
+    /// the first connection is open, so the test can post after that.
+    pub async fn start(label: &str, api: Api, query: &'static str) -> ResumingClient {
+        let state = Arc::new(Mutex::new(Received::default()));
+        let stop = CancellationToken::new();
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_client(api, query, state.clone(), stop.clone(), opened_tx));
+        tokio::time::timeout(Duration::from_secs(30), opened_rx)
+            .await
+            .expect("the feed opens")
+            .expect("client task alive");
+        ResumingClient {
+            label: label.to_owned(),
+            state,
+            stop,
+            task,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.lock().expect("lock").messages.len()
+    }
+
+    pub async fn finish(self) -> (String, Received) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let got = self.state.lock().expect("lock").clone();
+        (self.label, got)
+    }
+}
+
+async fn run_client(
+    api: Api,
+    query: &'static str,
+    state: Arc<Mutex<Received>>,
+    stop: CancellationToken,
+    opened: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut opened = Some(opened);
+    let mut last: Option<String> = None;
+    while !stop.is_cancelled() {
+        let Some(mut feed) = api.try_feed(query, last.as_deref()).await else {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+            }
+        };
+        state.lock().expect("lock").connections += 1;
+        if let Some(tx) = opened.take() {
+            let _ = tx.send(());
+        }
+        loop {
+            let ev = tokio::select! {
+                _ = stop.cancelled() => None,
+                ev = feed.next_within(Duration::from_secs(3600)) => ev,
+            };
+            let Some(ev) = ev else { break };
+            let mut got = state.lock().expect("lock");
+            match ev.event.as_deref() {
+                Some("message") => {
+                    let cursor = ev.id.clone().expect("message events have an id");
+                    let id = ev.json()["id"].as_str().expect("id").to_owned();
+                    got.messages.push((cursor.parse().expect("numeric cursor"), id));
+                    last = Some(cursor);
+                }
+                Some("lagged") => {
+                    got.lagged += 1;
+                    // Like an EventSource, resume from the lagged event's id.
+                    if let Some(id) = &ev.id {
+                        last = Some(id.clone());
+                    }
+                }
+                Some("reset") => got.resets += 1,
+                _ => {}
+            }
+        }
+    }
+}
