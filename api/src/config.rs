@@ -25,6 +25,10 @@ pub struct Settings {
     pub host: String,
     /// Port to bind (`PORT`); 0 picks a free port (tests).
     pub port: u16,
+    /// Kernel send buffer of each client connection (`HTTP_SEND_BUFFER_BYTES`;
+    /// 0 keeps the kernel's autotuning, which lets a stalled client pin up to
+    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default).
+    pub send_buffer_bytes: usize,
     pub kafka: KafkaSettings,
     pub database: DatabaseSettings,
     pub feed: FeedSettings,
@@ -153,6 +157,11 @@ impl Settings {
         Ok(Settings {
             host: env.get("HOST").unwrap_or("127.0.0.1").to_owned(),
             port: env.parse("PORT", 8090u16)?,
+            send_buffer_bytes: env.parse_range(
+                "HTTP_SEND_BUFFER_BYTES",
+                128 * 1024usize,
+                0..=64 * 1024 * 1024,
+            )?,
             kafka: KafkaSettings {
                 brokers,
                 topic_to_process: env.topic("TOPIC_EVENTS_TO_PROCESS", "events-to-process")?,

@@ -65,6 +65,14 @@ impl Application {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
+        if settings.send_buffer_bytes > 0 {
+            // Accepted connections inherit it: a stalled client then holds at
+            // most this much kernel memory, and falls behind (and is cut off
+            // with `event: lagged`) after about that much data.
+            socket2::SockRef::from(&listener)
+                .set_send_buffer_size(settings.send_buffer_bytes)
+                .context("could not set HTTP_SEND_BUFFER_BYTES")?;
+        }
 
         let broadcaster = Broadcaster::new(settings.feed.client_buffer);
         let (consumer, last_seq) = wait_for("broadcaster position", &shutdown, || {

@@ -101,7 +101,10 @@ impl TestEnv {
     /// The URL the apps use: through the proxy if there is one.
     pub fn app_db_url(&self) -> String {
         match &self.proxy {
-            Some(p) => format!("postgresql://postgres@127.0.0.1:{}/{}", p.port, self.db_name),
+            Some(p) => format!(
+                "postgresql://postgres@127.0.0.1:{}/{}",
+                p.port, self.db_name
+            ),
             None => self.db_url.clone(),
         }
     }

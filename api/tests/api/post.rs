@@ -220,7 +220,11 @@ async fn every_bad_input_gets_its_status_and_a_json_error_and_is_never_persisted
     app.env.wait_persisted(&id2).await;
     // The worker processes in order, so once these two are in, anything the
     // rejected posts had queued would be too.
-    assert_eq!(app.env.total_rows().await, 2, "nothing rejected was persisted");
+    assert_eq!(
+        app.env.total_rows().await,
+        2,
+        "nothing rejected was persisted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

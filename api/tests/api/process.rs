@@ -34,8 +34,10 @@ impl ApiProcess {
         let port = free_port();
         let mut vars = env.vars(extra);
         vars.insert("PORT".into(), port.to_string());
-        vars.entry("RUST_LOG".into()).or_insert_with(|| "info".into());
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}.log", env.db_name));
+        vars.entry("RUST_LOG".into())
+            .or_insert_with(|| "info".into());
+        let log =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}.log", env.db_name));
         let mut p = ApiProcess {
             api: Api::new(format!("http://127.0.0.1:{port}")),
             name: name.to_owned(),
@@ -73,9 +75,18 @@ impl ApiProcess {
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("{} exited during start-up ({status}); see {}", self.name, self.log.display());
+                panic!(
+                    "{} exited during start-up ({status}); see {}",
+                    self.name,
+                    self.log.display()
+                );
             }
-            assert!(Instant::now() < deadline, "{} not ready in 60 s; see {}", self.name, self.log.display());
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready in 60 s; see {}",
+                self.name,
+                self.log.display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -96,7 +107,10 @@ impl ApiProcess {
         let mut child = self.child.take().expect("running");
         let pid = child.id().expect("pid").to_string();
         let started = Instant::now();
-        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(sent.success(), "SIGTERM sent");
         let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
@@ -113,7 +127,8 @@ impl ApiProcess {
 
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -123,7 +138,9 @@ impl ApiProcess {
 
     /// Open file descriptors (sockets included).
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("proc fd").count()
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("proc fd")
+            .count()
     }
 }
 
@@ -153,7 +170,13 @@ impl ResumingClient {
         let state = Arc::new(Mutex::new(Received::default()));
         let stop = CancellationToken::new();
         let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run_client(api, query, state.clone(), stop.clone(), opened_tx));
+        let task = tokio::spawn(run_client(
+            api,
+            query,
+            state.clone(),
+            stop.clone(),
+            opened_tx,
+        ));
         tokio::time::timeout(Duration::from_secs(30), opened_rx)
             .await
             .expect("the feed opens")
@@ -168,6 +191,10 @@ impl ResumingClient {
 
     pub fn count(&self) -> usize {
         self.state.lock().expect("lock").messages.len()
+    }
+
+    pub fn lagged(&self) -> usize {
+        self.state.lock().expect("lock").lagged
     }
 
     pub async fn finish(self) -> (String, Received) {
@@ -209,7 +236,8 @@ async fn run_client(
                 Some("message") => {
                     let cursor = ev.id.clone().expect("message events have an id");
                     let id = ev.json()["id"].as_str().expect("id").to_owned();
-                    got.messages.push((cursor.parse().expect("numeric cursor"), id));
+                    got.messages
+                        .push((cursor.parse().expect("numeric cursor"), id));
                     last = Some(cursor);
                 }
                 Some("lagged") => {

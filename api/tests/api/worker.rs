@@ -19,9 +19,11 @@ async fn a_redelivered_record_creates_no_second_row_and_no_second_event() {
         "content": "sent twice", "created_at": "2026-11-22T12:00:00.123Z",
     })
     .to_string();
-    app.env.produce_raw(&app.env.topic_in, "gina", record.as_bytes())
+    app.env
+        .produce_raw(&app.env.topic_in, "gina", record.as_bytes())
         .await;
-    app.env.produce_raw(&app.env.topic_in, "gina", record.as_bytes())
+    app.env
+        .produce_raw(&app.env.topic_in, "gina", record.as_bytes())
         .await;
     // Same key, same partition: the sentinel is processed after both copies.
     let sentinel = app.post_message("gina", "sentinel").await;
@@ -42,7 +44,8 @@ async fn a_redelivered_record_creates_no_second_row_and_no_second_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_the_worker_moves_on() {
     let app = spawn_app().await;
-    app.env.produce_raw(&app.env.topic_in, "mallory", b"{this is not json")
+    app.env
+        .produce_raw(&app.env.topic_in, "mallory", b"{this is not json")
         .await;
     let after = app.post_message("mallory", "after the garbage").await;
     app.env.wait_persisted(&after).await;
@@ -53,7 +56,9 @@ async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_the_worker_move
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
-    consumer.subscribe(&[&app.env.topic_dead]).expect("subscribe");
+    consumer
+        .subscribe(&[&app.env.topic_dead])
+        .expect("subscribe");
     let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .expect("a dead letter within 30 s")
@@ -70,5 +75,56 @@ async fn an_undecodable_record_goes_to_the_dead_letter_topic_and_the_worker_move
         reason.contains("JSON") || reason.contains("json") || reason.contains("envelope"),
         "{reason}"
     );
-    assert_eq!(app.env.total_rows().await, 1, "the garbage was not persisted");
+    assert_eq!(
+        app.env.total_rows().await,
+        1,
+        "the garbage was not persisted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_but_never_published_is_still_delivered_in_order() {
+    let app = spawn_app().await;
+    let mut feed = app.feed("?history=0", None).await;
+    let first = app.post_message("henry", "published normally").await;
+    app.env.wait_persisted(&first).await;
+    assert_eq!(
+        feed.next_message().await.expect("first").json()["id"],
+        first.as_str()
+    );
+
+    // What a worker that died between its commit and its publish leaves
+    // behind: a stored row with the next number, and no record of it.
+    let orphan = uuid::Uuid::new_v4();
+    app.env
+        .db
+        .batch_execute(&format!(
+            "BEGIN;
+             SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE;
+             INSERT INTO messages (id, seq, user_id, content, created_at)
+               SELECT '{orphan}', last_seq + 1, 'henry', 'stored, never published', now() FROM feed_sequence WHERE id = 1;
+             UPDATE feed_sequence SET last_seq = last_seq + 1 WHERE id = 1;
+             COMMIT;"
+        ))
+        .await
+        .expect("orphan row");
+
+    let next = app
+        .post_message("henry", "published after the orphan")
+        .await;
+    let events = feed.messages(2).await;
+    assert_eq!(
+        events[0].json()["id"],
+        orphan.to_string(),
+        "the gap is filled from the database"
+    );
+    assert_eq!(events[1].json()["id"], next.as_str());
+    assert_eq!(events[0].id.as_deref(), Some("2"));
+    assert_eq!(events[1].id.as_deref(), Some("3"));
+
+    // A client resuming from before the orphan gets it too.
+    let mut resumed = app.feed("", Some("1")).await;
+    let again = resumed.messages(2).await;
+    assert_eq!(again[0].json()["id"], orphan.to_string());
+    assert_eq!(again[1].json()["id"], next.as_str());
 }
