@@ -452,7 +452,11 @@ async fn a_client_that_never_reads_is_cut_off_and_resumes_without_loss() {
         all, expected,
         "the stalled client ends with every message once, in order"
     );
-    assert_eq!(reader.lagged(), 0, "the reading client was not affected by the stalled one");
+    assert_eq!(
+        reader.lagged(),
+        0,
+        "the reading client was not affected by the stalled one"
+    );
     verify(
         "slow client (reader)",
         &env,
