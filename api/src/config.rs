@@ -180,7 +180,7 @@ impl Settings {
                     100..=120_000,
                 )?),
                 linger_ms: env.parse_range("KAFKA_LINGER_MS", 0u32, 0..=60_000)?,
-                fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 50u32, 1..=10_000)?,
+                fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 25u32, 1..=10_000)?,
                 idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", true)?,
                 debug: env.get("KAFKA_DEBUG").map(str::to_owned),
                 group_instance_id: env.get("KAFKA_GROUP_INSTANCE_ID").map(str::to_owned),

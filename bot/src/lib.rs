@@ -9,4 +9,5 @@
 pub mod client;
 pub mod config;
 pub mod generator;
+pub mod load;
 pub mod poster;

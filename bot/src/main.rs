@@ -17,6 +17,15 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("load") {
+        return load_main(&args[1..]).await;
+    }
+    if let Some(other) = args.first() {
+        eprintln!("feed-bot: unknown command {other:?}; run without arguments for the bot, or `feed-bot load --help`");
+        return std::process::ExitCode::from(2);
+    }
+
     let settings = match BotSettings::from_env() {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -58,6 +67,45 @@ async fn main() -> std::process::ExitCode {
         "bot stopped"
     );
     std::process::ExitCode::SUCCESS
+}
+
+/// `feed-bot load ...`: one load run, then the report (table, and JSON with `--json`).
+async fn load_main(args: &[String]) -> std::process::ExitCode {
+    let default_url = BotSettings::from_env()
+        .map(|s| s.api_url)
+        .unwrap_or_else(|_| "http://localhost:8090".into());
+    let args = match feed_bot::load::args::LoadArgs::parse(args, &default_url) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let shutdown = Shutdown::default();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.cancel();
+    });
+    let json_path = args.json.clone();
+    match feed_bot::load::run(args, shutdown).await {
+        Ok(report) => {
+            println!("{}", report.table());
+            let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+            if let Some(path) = json_path {
+                if let Err(e) = std::fs::write(&path, &json) {
+                    eprintln!("could not write {path}: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+            println!("{json}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("load run failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait_for_signal() {

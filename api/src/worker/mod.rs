@@ -137,17 +137,14 @@ impl Worker {
             return true;
         }
 
+        let started = std::time::Instant::now();
         let store = &self.store;
         let Some(persisted) =
             retry::until_ok("persist batch", shutdown, || store.persist(&good)).await
         else {
             return false;
         };
-        tracing::debug!(
-            count = persisted.len(),
-            last_seq = persisted.last().map(|s| s.seq),
-            "batch persisted"
-        );
+        let persist_ms = started.elapsed().as_millis() as u64;
 
         // Republish every message of the batch, including redeliveries that
         // found their row already there: the first publication may never
@@ -163,10 +160,18 @@ impl Worker {
                 .is_some()
             }
         });
-        futures_util::future::join_all(sends)
+        let ok = futures_util::future::join_all(sends)
             .await
             .into_iter()
-            .all(|ok| ok)
+            .all(|ok| ok);
+        tracing::debug!(
+            records = batch.len(),
+            last_seq = persisted.last().map(|s| s.seq),
+            persist_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "batch processed"
+        );
+        ok
     }
 
     /// Sends an unprocessable record to the dead-letter topic with the reason.

@@ -1,0 +1,330 @@
+//! `feed-bot load`: a load generator for throughput and latency runs.
+//!
+//! POST workers share one schedule: message `n` is due at `start + n / rate`
+//! (or at once, with `--rate 0`), so a slow response delays only its own
+//! connection, not the schedule. Every post carries a marker
+//! `load <run> <n>` in its content; SSE clients (raw HTTP/1.0 connections,
+//! so thousands fit in one process) record when each `n` arrives. At the end,
+//! end-to-end latency is arrival minus send time, and each client's misses
+//! and repeats are counted against the acknowledged posts.
+
+pub mod args;
+pub mod feed_client;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+
+use args::LoadArgs;
+use feed_client::{ClientCounters, ClientLog};
+use report::{Delivery, Percentiles, Report};
+
+/// What the POST side shares between its workers.
+struct Shared {
+    next: AtomicU64,
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    /// Send time of message `n` in nanoseconds since the start (0: not sent).
+    send_nanos: Vec<AtomicU64>,
+    acked: Vec<AtomicBool>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    latencies: Mutex<Vec<u64>>,
+}
+
+/// Runs a load test and prints the report; returns it for the caller.
+pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, String> {
+    let run_id: String = format!("{:08x}", rand::rng().random::<u32>());
+    let marker: Arc<str> = format!("load {run_id} ").into();
+    let capacity = if args.rate > 0.0 {
+        (args.rate * args.duration.as_secs_f64() * 1.1) as usize + 16
+    } else {
+        2_000_000
+    };
+    let shared = Arc::new(Shared {
+        next: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
+        send_nanos: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+        acked: (0..capacity).map(|_| AtomicBool::new(false)).collect(),
+        errors: Mutex::new(BTreeMap::new()),
+        latencies: Mutex::new(Vec::new()),
+    });
+
+    // Feed clients first, so they see every post.
+    let start = Instant::now();
+    let counters = Arc::new(ClientCounters::default());
+    let stop_clients = CancellationToken::new();
+    let mut clients = Vec::with_capacity(args.clients);
+    if args.get.is_none() && args.clients > 0 {
+        let mut targets = Vec::new();
+        for url in &args.feed_urls {
+            targets.push(feed_client::resolve(url).await?);
+        }
+        eprintln!("connecting {} feed clients...", args.clients);
+        for i in 0..args.clients {
+            let (addr, host) = targets[i % targets.len()].clone();
+            clients.push(tokio::spawn(feed_client::run(
+                addr,
+                host,
+                marker.clone(),
+                start,
+                stop_clients.clone(),
+                counters.clone(),
+            )));
+            if i % 500 == 499 {
+                // Let the api accept in steps rather than one burst.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while counters.connected.load(Ordering::Relaxed) < args.clients && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "{} of {} feed clients connected",
+            counters.connected.load(Ordering::Relaxed),
+            args.clients
+        );
+    }
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let post_start = Instant::now();
+    let post_offset = start.elapsed();
+    let mut workers = Vec::new();
+    for _ in 0..args.connections {
+        workers.push(tokio::spawn(post_worker(
+            http.clone(),
+            args.clone(),
+            shared.clone(),
+            marker.clone(),
+            post_start,
+            post_offset,
+            shutdown.clone(),
+        )));
+    }
+    let progress = tokio::spawn(progress_line(
+        shared.clone(),
+        counters.clone(),
+        post_start,
+        args.clients,
+    ));
+    for w in workers {
+        let _ = w.await;
+    }
+    let posting = post_start.elapsed();
+    progress.abort();
+    eprintln!();
+
+    // Drain: wait until every client has every acknowledged message, or the drain time passes.
+    let accepted = shared.accepted.load(Ordering::Relaxed);
+    if !clients.is_empty() {
+        let want = accepted * clients.len() as u64;
+        let deadline = Instant::now() + args.drain;
+        while counters.events.load(Ordering::Relaxed) < want
+            && Instant::now() < deadline
+            && !shutdown.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop_clients.cancel();
+    let mut logs = Vec::with_capacity(clients.len());
+    for c in clients {
+        logs.push(c.await.unwrap_or_default());
+    }
+
+    let mut latencies = std::mem::take(&mut *shared.latencies.lock().map_err(|e| e.to_string())?);
+    let errors = shared.errors.lock().map_err(|e| e.to_string())?.clone();
+    let report = Report {
+        mode: match &args.get {
+            Some(path) => format!("GET {path}"),
+            None => "POST /api/messages".into(),
+        },
+        url: args.url.clone(),
+        duration_s: posting.as_secs_f64(),
+        target_rate: args.rate,
+        connections: args.connections,
+        requests_sent: shared.sent.load(Ordering::Relaxed),
+        accepted,
+        errors,
+        throughput_per_s: accepted as f64 / posting.as_secs_f64().max(1e-9),
+        request_latency: Percentiles::from_nanos(&mut latencies),
+        delivery: (args.get.is_none() && args.clients > 0).then(|| delivery(&shared, &logs)),
+    };
+    Ok(report)
+}
+
+async fn post_worker(
+    http: reqwest::Client,
+    args: LoadArgs,
+    shared: Arc<Shared>,
+    marker: Arc<str>,
+    post_start: Instant,
+    post_offset: Duration,
+    shutdown: CancellationToken,
+) {
+    let users: Vec<String> = crate::generator::user_names(args.users);
+    let mut latencies = Vec::new();
+    let url = match &args.get {
+        Some(path) => format!("{}{}", args.url, path),
+        None => format!("{}/api/messages", args.url),
+    };
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        if n as usize >= shared.send_nanos.len() {
+            break;
+        }
+        if args.rate > 0.0 {
+            let due = Duration::from_secs_f64(n as f64 / args.rate);
+            if due >= args.duration {
+                break;
+            }
+            tokio::time::sleep_until((post_start + due).into()).await;
+        } else if post_start.elapsed() >= args.duration {
+            break;
+        }
+        let sent_at = Instant::now();
+        shared.send_nanos[n as usize].store(
+            (post_offset + post_start.elapsed()).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        let request = match &args.get {
+            Some(_) => http.get(&url),
+            None => {
+                let mut text = format!("{marker}{n} {}", crate::generator::tweet(&mut rand::rng()));
+                text = text.chars().take(280).collect();
+                let user = &users[n as usize % users.len()];
+                http.post(&url)
+                    .json(&serde_json::json!({ "user_id": user, "content": text }))
+            }
+        };
+        let outcome = request.send().await;
+        latencies.push(sent_at.elapsed().as_nanos() as u64);
+        let key = match outcome {
+            Ok(res) if res.status().is_success() => {
+                // Read the body so the connection can be reused.
+                let _ = res.bytes().await;
+                shared.accepted.fetch_add(1, Ordering::Relaxed);
+                shared.acked[n as usize].store(true, Ordering::Relaxed);
+                flush_latencies(&mut latencies, &shared);
+                continue;
+            }
+            Ok(res) => res.status().as_u16().to_string(),
+            Err(e) if e.is_timeout() => "timeout".into(),
+            Err(e) if e.is_connect() => "connect".into(),
+            Err(_) => "transport".into(),
+        };
+        if let Ok(mut errors) = shared.errors.lock() {
+            *errors.entry(key).or_default() += 1;
+        }
+    }
+    if let Ok(mut all) = shared.latencies.lock() {
+        all.extend(latencies);
+    }
+}
+
+/// Flushes a worker's latencies now and then, so the lock is rarely taken.
+fn flush_latencies(latencies: &mut Vec<u64>, shared: &Shared) {
+    if latencies.len() >= 4096 {
+        if let Ok(mut all) = shared.latencies.lock() {
+            all.append(latencies);
+        }
+    }
+}
+
+async fn progress_line(
+    shared: Arc<Shared>,
+    counters: Arc<ClientCounters>,
+    start: Instant,
+    clients: usize,
+) {
+    let mut last_accepted = 0;
+    let mut last_events = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let accepted = shared.accepted.load(Ordering::Relaxed);
+        let events = counters.events.load(Ordering::Relaxed);
+        let errors: u64 = shared
+            .errors
+            .lock()
+            .map(|e| e.values().sum())
+            .unwrap_or_default();
+        eprint!(
+            "\r  t={:>5.1}s sent={} accepted={} ({}/s) errors={} clients={}/{} events={} ({}/s)   ",
+            start.elapsed().as_secs_f64(),
+            shared.sent.load(Ordering::Relaxed),
+            accepted,
+            accepted - last_accepted,
+            errors,
+            counters.connected.load(Ordering::Relaxed),
+            clients,
+            events,
+            events - last_events,
+        );
+        last_accepted = accepted;
+        last_events = events;
+    }
+}
+
+fn delivery(shared: &Shared, logs: &[ClientLog]) -> Delivery {
+    let sent = shared
+        .next
+        .load(Ordering::Relaxed)
+        .min(shared.send_nanos.len() as u64) as usize;
+    let acked: Vec<bool> = shared.acked[..sent]
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
+    let mut d = Delivery {
+        clients: logs.len(),
+        ..Delivery::default()
+    };
+    let mut e2e = Vec::new();
+    let mut seen = vec![0u8; sent];
+    for log in logs {
+        d.clients_connected += usize::from(log.connected);
+        d.clients_lagged += usize::from(log.lagged);
+        d.client_errors += usize::from(log.error.is_some());
+        seen.iter_mut().for_each(|s| *s = 0);
+        for &(n, at) in &log.arrivals {
+            let n = n as usize;
+            if n >= sent {
+                continue;
+            }
+            seen[n] = seen[n].saturating_add(1);
+            if seen[n] == 1 {
+                let sent_at = shared.send_nanos[n].load(Ordering::Relaxed);
+                e2e.push(at.saturating_sub(sent_at));
+            } else {
+                d.duplicates_total += 1;
+            }
+            d.events_received += 1;
+        }
+        let missed = acked
+            .iter()
+            .zip(&seen)
+            .filter(|(a, s)| **a && **s == 0)
+            .count() as u64;
+        d.missed_total += missed;
+        d.clients_with_missed += usize::from(missed > 0);
+        d.max_missed_per_client = d.max_missed_per_client.max(missed);
+    }
+    d.end_to_end = Percentiles::from_nanos(&mut e2e);
+    d
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Measures the feed on this machine and prints every figure in one run:
+#   1. the broker's own ceiling (raw produce/consume with the api's producer settings)
+#   2. the HTTP stack's ceiling (GET /api/health)
+#   3. ingest: the highest POST rate sustained for BENCH_SECS with everything persisted and delivered
+#   4. fan-out: 1,000 and 10,000 SSE clients on one instance at 10 msg/s
+#   5. the same 10,000 clients spread over two instances
+#
+#   bash start.sh && bash scripts/bench.sh      (uses the running native stack, or starts it)
+#
+# Everything runs on 127.0.0.1. Results also go to .data/bench/*.json.
+# BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/native.sh
+source scripts/native.sh
+
+SECS=${BENCH_SECS:-30}
+FANOUT_SECS=${BENCH_FANOUT_SECS:-30}
+CLIENT_COUNTS=${BENCH_CLIENTS:-"1000 10000"}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then SECS=5; FANOUT_SECS=5; CLIENT_COUNTS="200 1000"; fi
+API=http://127.0.0.1:${PORT:-8090}
+OUT=.data/bench
+mkdir -p "$OUT"
+
+# Thousands of sockets: raise the open-file limit for this shell and its children.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+log "open-file limit: $(ulimit -n)"
+
+if ! curl -sf "$API/api/ready" >/dev/null 2>&1; then
+  log "The stack is not running: bash start.sh"
+  bash start.sh >/dev/null
+fi
+log "Building release binaries..."
+cargo build --release --workspace -q
+BOT=target/release/feed-bot
+API_PID=$(cat .data/api.pid 2>/dev/null || true)
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+json_field() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
+
+echo
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)"
+echo "== broker: Tansu $(tansu --version 2>/dev/null | awk '{print $2}') (SQLite storage in .data/tansu.db); database: PostgreSQL $(psql --version | awk '{print $3}') (.data/pg)"
+
+echo
+echo "== 1. broker ceiling"
+KAFKA_BROKERS=127.0.0.1:${FEED_KAFKA_PORT:-9092} target/release/broker-ceiling --messages "${BENCH_CEILING_MESSAGES:-20000}" | tee "$OUT/ceiling.txt"
+CEILING=$(tail -n 1 "$OUT/ceiling.txt" | python3 -c "import json,sys; print(int(json.load(sys.stdin)['pipeline_ceiling_per_s']))")
+PRODUCE=$(tail -n 1 "$OUT/ceiling.txt" | python3 -c "import json,sys; print(int(json.load(sys.stdin)['produce_per_s']))")
+
+echo
+echo "== 2. HTTP ceiling: GET /api/health, 32 connections, 10 s"
+$BOT load --url "$API" --get /api/health --connections 32 --duration 10 --json "$OUT/health.json" >/dev/null
+HEALTH=$(json_field "$OUT/health.json" "int(d['throughput_per_s'])")
+echo "  $HEALTH requests/s, p99 $(json_field "$OUT/health.json" "d['request_latency']['p99_ms']") ms"
+
+echo
+echo "== 3. ingest: highest POST rate sustained for ${SECS} s with every message persisted and delivered"
+# A rate passes when every post got a 202, the feed client got every one of
+# them exactly once, and the api kept up (throughput within 3% of the target).
+ingest_run() { # rate -> 0 if it passes
+  local rate=$1 f="$OUT/ingest-$1.json"
+  $BOT load --url "$API" --rate "$rate" --connections 256 --duration "$SECS" --clients 1 --drain 20 --json "$f" >/dev/null 2>&1 || return 1
+  python3 - "$f" "$rate" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); dl = d["delivery"]
+ok = not d["errors"] and dl["missed_total"] == 0 and dl["duplicates_total"] == 0 and d["throughput_per_s"] >= 0.97 * rate
+print(f"  {rate:>6.0f}/s: {'pass' if ok else 'FAIL'}  accepted {d['accepted']}/{d['requests_sent']} errors {d['errors'] or 'none'}  "
+      f"POST p99 {d['request_latency']['p99_ms']:.1f} ms  end-to-end p50 {dl['end_to_end']['p50_ms']:.1f} p99 {dl['end_to_end']['p99_ms']:.1f} ms  "
+      f"missed {dl['missed_total']} twice {dl['duplicates_total']}")
+sys.exit(0 if ok else 1)
+PY
+}
+lo=0; hi=$CEILING; best=0
+rate=$(( CEILING / 2 ))
+for _ in 1 2 3 4 5; do
+  [ "$rate" -lt 10 ] && rate=10
+  if ingest_run "$rate"; then best=$rate; lo=$rate; else hi=$rate; fi
+  rate=$(( (lo + hi) / 2 ))
+  [ $(( hi - lo )) -le $(( CEILING / 20 + 1 )) ] && break
+done
+echo "  sustained ingest: $best msg/s = $(( best * 100 / (CEILING > 0 ? CEILING : 1) ))% of the pipeline ceiling ($CEILING/s), $(( best * 100 / (PRODUCE > 0 ? PRODUCE : 1) ))% of raw produce ($PRODUCE/s), $(( best * 100 / (HEALTH > 0 ? HEALTH : 1) ))% of the HTTP ceiling ($HEALTH/s)"
+if [ -f "$OUT/ingest-$best.json" ]; then
+  echo "  POST latency at that rate: p50 $(json_field "$OUT/ingest-$best.json" "d['request_latency']['p50_ms']") ms, p99 $(json_field "$OUT/ingest-$best.json" "d['request_latency']['p99_ms']") ms"
+fi
+
+# Resident memory of all api instances under test, in KiB.
+API_PIDS=$API_PID
+rss_all() { local p t=0; for p in $API_PIDS; do t=$(( t + $(rss_kib "$p") )); done; echo "$t"; }
+
+fanout_run() { # label clients feed-url... -> prints a line
+  local label=$1 clients=$2; shift 2
+  local feeds=() u
+  for u in "$@"; do feeds+=(--feed-url "$u"); done
+  local before f="$OUT/fanout-$label.json"
+  before=$(rss_all)
+  $BOT load --url "$API" --rate 10 --connections 4 --duration "$FANOUT_SECS" --clients "$clients" "${feeds[@]}" --drain 20 --json "$f" >/dev/null 2>"$OUT/fanout-$label.log" &
+  local pid=$! peak=0 r
+  while kill -0 "$pid" 2>/dev/null; do
+    r=$(rss_all); [ "$r" -gt "$peak" ] && peak=$r
+    sleep 1
+  done
+  wait "$pid" || true
+  python3 - "$f" "$before" "$peak" "$clients" "$label" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); before, peak, clients = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]); dl = d["delivery"]
+per = (peak - before) / clients if clients else 0
+print(f"  {sys.argv[5]}: {dl['clients_connected']}/{clients} connected, end-to-end p50 {dl['end_to_end']['p50_ms']:.1f} ms p99 {dl['end_to_end']['p99_ms']:.1f} ms max {dl['end_to_end']['max_ms']:.1f} ms, "
+      f"received {dl['events_received']} (missed {dl['missed_total']}, twice {dl['duplicates_total']}, lagged clients {dl['clients_lagged']}), "
+      f"api resident memory {before // 1024} -> {peak // 1024} MiB = {per:.1f} KiB per connection")
+PY
+}
+
+echo
+echo "== 4. fan-out on one instance: 10 msg/s for ${FANOUT_SECS} s"
+for n in $CLIENT_COUNTS; do fanout_run "one-$n" "$n" "$API"; done
+
+echo
+echo "== 5. fan-out over two instances"
+SECOND_PORT=${BENCH_SECOND_PORT:-8091}
+HOST=127.0.0.1 PORT=$SECOND_PORT DATABASE_URL="postgresql://postgres@127.0.0.1:${FEED_PG_PORT:-55432}/feed?sslmode=disable" \
+  KAFKA_BROKERS="127.0.0.1:${FEED_KAFKA_PORT:-9092}" RUST_LOG=warn \
+  nohup target/release/feed-api >"$OUT/second-api.log" 2>&1 &
+SECOND=$!
+trap 'kill -TERM $SECOND 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$SECOND_PORT/api/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+# The second worker joins the group: let the rebalance settle before measuring.
+$BOT load --url "$API" --rate 20 --connections 2 --duration 10 --clients 2 --feed-url "$API" --feed-url "http://127.0.0.1:$SECOND_PORT" --drain 20 >/dev/null 2>&1 || true
+API_PIDS="$API_PID $SECOND"
+n=$(echo "$CLIENT_COUNTS" | awk '{print $NF}')
+fanout_run "two-$n" "$n" "$API" "http://127.0.0.1:$SECOND_PORT"
+kill -TERM "$SECOND"; wait "$SECOND" 2>/dev/null || true
+trap - EXIT
+echo
+log "Done. JSON reports in $OUT/"
