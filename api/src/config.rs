@@ -69,8 +69,8 @@ pub struct KafkaSettings {
     /// Use the idempotent producer (`KAFKA_IDEMPOTENCE`), so librdkafka's
     /// internal retries never write a record twice.
     pub idempotence: bool,
-    /// The worker's `group.instance.id` (`KAFKA_GROUP_INSTANCE_ID`); default
-    /// `<hostname>-<port>`, `none` for dynamic membership.
+    /// The worker's static `group.instance.id` (`KAFKA_GROUP_INSTANCE_ID`);
+    /// unset by default (dynamic membership).
     pub group_instance_id: Option<String>,
     /// librdkafka `debug` contexts, e.g. `cgrp,fetch` (`KAFKA_DEBUG`); unset by default.
     pub debug: Option<String>,
@@ -113,6 +113,9 @@ pub struct WorkerSettings {
     pub enabled: bool,
     /// Most records persisted in one transaction (`WORKER_BATCH_SIZE`).
     pub batch_size: usize,
+    /// Rejoin the group after this long without partitions
+    /// (`WORKER_REJOIN_EMPTY_SECS`, 0 disables); see `Worker::check_assignment`.
+    pub rejoin_when_empty: Option<Duration>,
 }
 
 impl Settings {
@@ -218,6 +221,14 @@ impl Settings {
             worker: WorkerSettings {
                 enabled: env.parse_bool("WORKER_ENABLED", true)?,
                 batch_size: env.parse_range("WORKER_BATCH_SIZE", 500usize, 1..=10_000)?,
+                rejoin_when_empty: match env.parse_range(
+                    "WORKER_REJOIN_EMPTY_SECS",
+                    20u64,
+                    0..=86_400,
+                )? {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
             },
             shutdown_timeout: Duration::from_secs(env.parse_range(
                 "SHUTDOWN_TIMEOUT_SECS",

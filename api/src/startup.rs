@@ -92,7 +92,7 @@ impl Application {
         )];
         if settings.worker.enabled {
             let worker = Worker {
-                consumer: worker::consumer(&settings.kafka, &instance_id(&settings, port))
+                consumer: worker::consumer(&settings.kafka, &settings.kafka.group_instance_id)
                     .context("could not create the worker's consumer")?,
                 store: store.clone(),
                 producer: producer.clone(),
@@ -203,28 +203,6 @@ impl Application {
             "shutdown complete"
         );
         Ok(())
-    }
-}
-
-/// The worker's static group membership id (`group.instance.id`): the
-/// configured one, else `<hostname>-<port>`, stable across restarts of the
-/// same instance and distinct between instances. `None` for dynamic membership.
-fn instance_id(settings: &Settings, port: u16) -> Option<String> {
-    match settings.kafka.group_instance_id.as_deref() {
-        Some("none") => None,
-        Some(id) => Some(id.to_owned()),
-        None => {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| "feed-api".into());
-            let host: String = host
-                .trim()
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                .collect();
-            Some(format!("{host}-{port}"))
-        }
     }
 }
 

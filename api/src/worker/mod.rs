@@ -29,12 +29,15 @@ use crate::store::Store;
 
 pub use retry::Backoff;
 
+/// How often the worker checks that it owns partitions.
+const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The worker's consumer: a consumer-group member with manual offset store.
 ///
 /// With `instance_id` the member is static (`group.instance.id`): a restarted
-/// instance takes its partitions back without waiting for a rebalance. This
-/// also sidesteps a Tansu 0.6 coordinator bug: a dynamic member that joins
-/// while the group leader is dead can be left with no partitions for good.
+/// instance takes its partitions back without a rebalance. Opt-in: Tansu 0.6
+/// never expires a static member, so the partitions of an instance that does
+/// not come back would wait for it forever.
 pub fn consumer(
     settings: &KafkaSettings,
     instance_id: &Option<String>,
@@ -69,9 +72,15 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(topic = %self.kafka.topic_to_process, group = %self.kafka.worker_group, "worker started");
         let mut backoff = Backoff::new();
+        let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
+        let mut empty_since: Option<std::time::Instant> = None;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = watchdog.tick() => {
+                    self.check_assignment(&mut empty_since);
+                    continue;
+                }
                 received = self.consumer.recv() => received.map(|m| m.detach()),
             };
             let first = match first {
@@ -117,6 +126,36 @@ impl Worker {
             // Nothing stored since the last commit is reported as an error too.
             Err(e) => tracing::debug!(error = %Chain(&e), "final offset commit"),
         }
+    }
+
+    /// Rejoins the group when this member has had no partitions for
+    /// `WORKER_REJOIN_EMPTY_SECS`. Tansu 0.6's coordinator can finish a
+    /// rebalance whose leader died (SIGKILL) with an empty assignment for the
+    /// remaining member and never rebalance again; a fresh join, once the dead
+    /// member has expired, gets the partitions back. With Apache Kafka this
+    /// only fires when there are more workers than partitions.
+    fn check_assignment(&self, empty_since: &mut Option<std::time::Instant>) {
+        let Some(limit) = self.settings.rejoin_when_empty else {
+            return;
+        };
+        let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if assigned > 0 {
+            *empty_since = None;
+            return;
+        }
+        let since = *empty_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < limit {
+            return;
+        }
+        tracing::warn!(
+            empty_for_s = since.elapsed().as_secs(),
+            "worker has had no partitions; rejoining the consumer group"
+        );
+        self.consumer.unsubscribe();
+        if let Err(e) = self.consumer.subscribe(&[&self.kafka.topic_to_process]) {
+            tracing::error!(error = %Chain(&e), "could not resubscribe");
+        }
+        *empty_since = None;
     }
 
     /// Processes one batch completely. Returns false only when shutdown
