@@ -39,49 +39,47 @@ pub use query::{FeedQuery, QueryError};
 /// Rows read from the database per round trip while catching up.
 const PAGE: u32 = 500;
 
-/// Why a feed could not start.
+/// Why a read (a feed or a page) could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum FeedError {
+pub enum ReadError {
     #[error(transparent)]
     Query(#[from] QueryError),
-    #[error("the message history is unavailable; retry later")]
+    #[error("messages are unavailable; retry later")]
     Unavailable(#[source] StoreError),
     #[error("this instance is shutting down; reconnect")]
     ShuttingDown,
 }
 
-impl ResponseError for FeedError {
+impl ResponseError for ReadError {
     fn status_code(&self) -> StatusCode {
         match self {
-            FeedError::Query(_) => StatusCode::BAD_REQUEST,
-            FeedError::Unavailable(_) | FeedError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ReadError::Query(_) => StatusCode::BAD_REQUEST,
+            ReadError::Unavailable(_) | ReadError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponseBuilder::new(self.status_code());
-        match self {
-            FeedError::Query(e) => {
-                json_error_builder(builder, e.code(), &e.to_string(), Some(e.field))
+        let (code, field) = match self {
+            ReadError::Query(e) => (e.code(), Some(e.field)),
+            ReadError::Unavailable(cause) => {
+                tracing::warn!(error = %Chain(cause), "read answered 503: database unavailable");
+                ("database_unavailable", None)
             }
-            FeedError::Unavailable(cause) => {
-                tracing::warn!(error = %Chain(cause), "feed answered 503");
-                builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
-                json_error_builder(builder, "database_unavailable", &self.to_string(), None)
-            }
-            FeedError::ShuttingDown => {
-                builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
-                json_error_builder(builder, "shutting_down", &self.to_string(), None)
-            }
+            ReadError::ShuttingDown => ("shutting_down", None),
+        };
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+            builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
         }
+        json_error_builder(builder, code, &self.to_string(), field)
     }
 }
 
 /// `GET /api/feed`.
-pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FeedError> {
+pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ReadError> {
     let q = FeedQuery::parse(&req, state.settings.feed.history_max)?;
     if state.shutdown.is_cancelled() {
-        return Err(FeedError::ShuttingDown);
+        return Err(ReadError::ShuttingDown);
     }
     let feed = &state.settings.feed;
     let store = &state.store;
@@ -95,7 +93,7 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let mut start = Start::default();
     let mut fresh = true;
     if let Some(after) = q.last_event_id {
-        let max = store.max_seq().await.map_err(FeedError::Unavailable)?;
+        let max = store.max_seq().await.map_err(ReadError::Unavailable)?;
         let reset = if after > max {
             Some((
                 "cursor_unknown",
@@ -117,7 +115,7 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
                 let rows = store
                     .after(after, PAGE, user)
                     .await
-                    .map_err(FeedError::Unavailable)?;
+                    .map_err(ReadError::Unavailable)?;
                 start.push_page(rows);
             }
         }
@@ -128,7 +126,7 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             let rows = store
                 .latest(history, user)
                 .await
-                .map_err(FeedError::Unavailable)?;
+                .map_err(ReadError::Unavailable)?;
             start.push_rows(rows);
         }
     }

@@ -244,29 +244,7 @@ impl Store {
         limit: u32,
         user_id: Option<&str>,
     ) -> Result<Vec<Sequenced>, StoreError> {
-        let limit = i64::from(limit);
-        self.timed(async {
-            let client = self.pool.get().await?;
-            let rows = match user_id {
-                None => {
-                    let sql = format!(
-                        "SELECT {COLUMNS} FROM messages WHERE seq > $1 ORDER BY seq LIMIT $2"
-                    );
-                    let stmt = client.prepare_cached(&sql).await?;
-                    client.query(&stmt, &[&after, &limit]).await?
-                }
-                Some(user) => {
-                    let sql = format!(
-                        "SELECT {COLUMNS} FROM messages WHERE user_id = $3 AND seq > $1 \
-                         ORDER BY seq LIMIT $2"
-                    );
-                    let stmt = client.prepare_cached(&sql).await?;
-                    client.query(&stmt, &[&after, &limit, &user]).await?
-                }
-            };
-            all_sequenced(&rows)
-        })
-        .await
+        self.select("seq > $1", "seq", after, limit, user_id).await
     }
 
     /// Messages with `after < seq < before`, oldest first (the broadcaster's gap fill).
@@ -291,25 +269,35 @@ impl Store {
         user_id: Option<&str>,
     ) -> Result<Vec<Sequenced>, StoreError> {
         let before = before.unwrap_or(i64::MAX);
+        self.select("seq < $1", "seq DESC", before, limit, user_id)
+            .await
+    }
+
+    /// `SELECT` whole messages `WHERE <condition on $1> [AND user_id = $3]
+    /// ORDER BY <order> LIMIT $2`, as a cached prepared statement.
+    async fn select(
+        &self,
+        condition: &str,
+        order: &str,
+        bound: i64,
+        limit: u32,
+        user_id: Option<&str>,
+    ) -> Result<Vec<Sequenced>, StoreError> {
         let limit = i64::from(limit);
+        let user_filter = if user_id.is_some() {
+            " AND user_id = $3"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM messages WHERE {condition}{user_filter} ORDER BY {order} LIMIT $2"
+        );
         self.timed(async {
             let client = self.pool.get().await?;
-            let rows = match user_id {
-                None => {
-                    let sql = format!(
-                        "SELECT {COLUMNS} FROM messages WHERE seq < $1 ORDER BY seq DESC LIMIT $2"
-                    );
-                    let stmt = client.prepare_cached(&sql).await?;
-                    client.query(&stmt, &[&before, &limit]).await?
-                }
-                Some(user) => {
-                    let sql = format!(
-                        "SELECT {COLUMNS} FROM messages WHERE user_id = $3 AND seq < $1 \
-                         ORDER BY seq DESC LIMIT $2"
-                    );
-                    let stmt = client.prepare_cached(&sql).await?;
-                    client.query(&stmt, &[&before, &limit, &user]).await?
-                }
+            let stmt = client.prepare_cached(&sql).await?;
+            let rows = match &user_id {
+                None => client.query(&stmt, &[&bound, &limit]).await?,
+                Some(user) => client.query(&stmt, &[&bound, &limit, user]).await?,
             };
             all_sequenced(&rows)
         })

@@ -157,30 +157,14 @@ async fn an_unknown_or_too_old_cursor_gets_a_reset_then_a_fresh_stream() {
     }
 
     let mut feed = app.feed("?history=1", Some("999999")).await;
-    let reset = loop {
-        let ev = feed
-            .next_within(Duration::from_secs(5))
-            .await
-            .expect("an event");
-        if ev.event.is_some() {
-            break ev;
-        }
-    };
+    let reset = feed.next_named().await.expect("an event");
     assert_eq!(reset.event.as_deref(), Some("reset"));
     assert_eq!(reset.json()["reason"], "cursor_unknown");
     let fresh = feed.next_message().await.expect("history after reset");
     assert_eq!(fresh.json()["id"], ids[3].as_str());
 
     let mut feed = app.feed("?history=1", Some("1")).await;
-    let reset = loop {
-        let ev = feed
-            .next_within(Duration::from_secs(5))
-            .await
-            .expect("an event");
-        if ev.event.is_some() {
-            break ev;
-        }
-    };
+    let reset = feed.next_named().await.expect("an event");
     assert_eq!(reset.event.as_deref(), Some("reset"));
     assert_eq!(reset.json()["reason"], "cursor_too_old");
 }

@@ -447,13 +447,22 @@ impl SseClient {
         }
     }
 
-    /// The next `message` event (skipping retry lines and comments).
+    /// The next `message` event (skipping retry lines, comments and other events).
     pub async fn next_message(&mut self) -> Option<SseEvent> {
+        self.next_matching(SseEvent::is_message).await
+    }
+
+    /// The next event with an `event:` name (skipping retry lines and comments).
+    pub async fn next_named(&mut self) -> Option<SseEvent> {
+        self.next_matching(|e| e.event.is_some()).await
+    }
+
+    async fn next_matching(&mut self, wanted: impl Fn(&SseEvent) -> bool) -> Option<SseEvent> {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ev = self.next_within(left).await?;
-            if ev.is_message() {
+            if wanted(&ev) {
                 return Some(ev);
             }
         }
