@@ -1,0 +1,130 @@
+//! The bot and the load generator against the real api.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use feed_bot::client::ApiClient;
+use feed_bot::config::BotSettings;
+use feed_bot::load::args::LoadArgs;
+use feed_bot::poster::{run_user, Counters, Shutdown};
+
+use crate::helpers::{eventually, spawn_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_users_post_through_the_api_until_stopped() {
+    let app = spawn_app().await;
+    let settings = Arc::new(BotSettings {
+        api_url: app.address.clone(),
+        users: 2,
+        interval: Duration::from_millis(50),
+        jitter: Duration::from_millis(10),
+        max_posts: None,
+    });
+    let client = ApiClient::new(&settings.api_url).expect("client");
+    let counters = Arc::new(Counters::default());
+    let shutdown = Shutdown::new();
+    let users: Vec<_> = feed_bot::generator::user_names(2)
+        .into_iter()
+        .map(|name| {
+            tokio::spawn(run_user(
+                name,
+                client.clone(),
+                settings.clone(),
+                counters.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    let stored = eventually(|| async { (app.env.total_rows().await >= 6).then_some(()) }).await;
+    assert!(stored.is_some(), "the bot's posts are stored");
+    shutdown.cancel();
+    for u in users {
+        tokio::time::timeout(Duration::from_secs(5), u)
+            .await
+            .expect("a user stops on shutdown")
+            .expect("no panic");
+    }
+    assert_eq!(
+        counters.failed.load(Ordering::Relaxed),
+        0,
+        "every post was accepted"
+    );
+    let posted = counters.posted.load(Ordering::Relaxed) as i64;
+    let all_in =
+        eventually(|| async { (app.env.total_rows().await == posted).then_some(()) }).await;
+    assert!(
+        all_in.is_some(),
+        "every accepted post is stored once ({posted})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_user_keeps_going_while_the_api_is_unreachable() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", dead.local_addr().expect("addr"));
+    drop(dead);
+    let settings = Arc::new(BotSettings {
+        api_url: url.clone(),
+        users: 1,
+        interval: Duration::from_millis(10),
+        jitter: Duration::ZERO,
+        max_posts: None,
+    });
+    let counters = Arc::new(Counters::default());
+    let shutdown = Shutdown::new();
+    let user = tokio::spawn(run_user(
+        "lonely_user".into(),
+        ApiClient::new(&url).expect("client"),
+        settings,
+        counters.clone(),
+        shutdown.clone(),
+    ));
+    let failed =
+        eventually(|| async { (counters.failed.load(Ordering::Relaxed) >= 2).then_some(()) }).await;
+    assert!(failed.is_some(), "it retried after the first failure");
+    assert!(!user.is_finished(), "it keeps going");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), user)
+        .await
+        .expect("stops on shutdown")
+        .expect("no panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_counts_every_delivery() {
+    let app = spawn_app().await;
+    let args = LoadArgs::parse(
+        &[
+            "--url",
+            &app.address,
+            "--rate",
+            "100",
+            "--connections",
+            "4",
+            "--duration",
+            "2",
+            "--clients",
+            "3",
+            "--drain",
+            "20",
+        ]
+        .map(str::to_owned),
+        &app.address,
+    )
+    .expect("valid arguments");
+    let report = feed_bot::load::run(args, Shutdown::new())
+        .await
+        .expect("a report");
+    let delivery = report.delivery.as_ref().expect("delivery figures");
+    println!("{}", report.table());
+    assert_eq!(report.requests_sent, 200);
+    assert_eq!(report.accepted, 200);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(delivery.clients_connected, 3);
+    assert_eq!(delivery.missed_total, 0);
+    assert_eq!(delivery.duplicates_total, 0);
+    assert_eq!(delivery.events_received, 600);
+    assert_eq!(delivery.end_to_end.samples, 600);
+    assert_eq!(app.env.total_rows().await, 200);
+}
