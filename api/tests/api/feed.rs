@@ -244,3 +244,40 @@ async fn shutdown_ends_feed_streams_cleanly() {
         .expect("the app stopped within 10 s")
         .expect("the app stopped cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_both_history_and_live_is_sent_once() {
+    let app = spawn_app().await;
+    let first = app.post_message("ivan", "first").await;
+    app.env.wait_persisted(&first).await;
+
+    // A row that is committed but not yet released by the broadcaster (its
+    // worker has not published it): a new client reads it as history, and
+    // then the broadcaster releases it live once the next record shows the gap.
+    let pending = uuid::Uuid::new_v4();
+    app.env
+        .db
+        .batch_execute(&format!(
+            "BEGIN;
+             SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE;
+             INSERT INTO messages (id, seq, user_id, content, created_at)
+               SELECT '{pending}', last_seq + 1, 'ivan', 'in history and live', now() FROM feed_sequence WHERE id = 1;
+             UPDATE feed_sequence SET last_seq = last_seq + 1 WHERE id = 1;
+             COMMIT;"
+        ))
+        .await
+        .expect("pending row");
+    let mut feed = app.feed("?history=10", None).await;
+    let history = feed.messages(2).await;
+    assert_eq!(history[1].json()["id"], pending.to_string());
+
+    let next = app.post_message("ivan", "next").await;
+    let live = feed.next_message().await.expect("the next message");
+    assert_eq!(
+        live.json()["id"],
+        next.as_str(),
+        "the pending message was not sent again"
+    );
+    assert_eq!(live.id.as_deref(), Some("3"));
+    feed.assert_no_message(Duration::from_millis(500)).await;
+}
