@@ -254,19 +254,10 @@ async fn a_message_in_both_history_and_live_is_sent_once() {
     // A row that is committed but not yet released by the broadcaster (its
     // worker has not published it): a new client reads it as history, and
     // then the broadcaster releases it live once the next record shows the gap.
-    let pending = uuid::Uuid::new_v4();
-    app.env
-        .db
-        .batch_execute(&format!(
-            "BEGIN;
-             SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE;
-             INSERT INTO messages (id, seq, user_id, content, created_at)
-               SELECT '{pending}', last_seq + 1, 'ivan', 'in history and live', now() FROM feed_sequence WHERE id = 1;
-             UPDATE feed_sequence SET last_seq = last_seq + 1 WHERE id = 1;
-             COMMIT;"
-        ))
-        .await
-        .expect("pending row");
+    let pending = app
+        .env
+        .insert_unpublished("ivan", "in history and live")
+        .await;
     let mut feed = app.feed("?history=10", None).await;
     let history = feed.messages(2).await;
     assert_eq!(history[1].json()["id"], pending.to_string());

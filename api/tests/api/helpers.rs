@@ -201,6 +201,25 @@ impl TestEnv {
         );
     }
 
+    /// Stores a message the way the worker does (next sequence number, under
+    /// the counter's lock) without publishing it: what a worker that died
+    /// between its commit and its publish leaves behind.
+    pub async fn insert_unpublished(&self, user_id: &str, content: &str) -> uuid::Uuid {
+        let id = uuid::Uuid::new_v4();
+        self.db
+            .batch_execute(&format!(
+                "BEGIN;
+                 SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE;
+                 INSERT INTO messages (id, seq, user_id, content, created_at)
+                   SELECT '{id}', last_seq + 1, '{user_id}', '{content}', now() FROM feed_sequence WHERE id = 1;
+                 UPDATE feed_sequence SET last_seq = last_seq + 1 WHERE id = 1;
+                 COMMIT;"
+            ))
+            .await
+            .expect("unpublished row");
+        id
+    }
+
     /// A producer straight to the test's topics, as another client of the broker.
     pub fn raw_producer(&self) -> FutureProducer {
         ClientConfig::new()

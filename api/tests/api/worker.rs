@@ -95,19 +95,10 @@ async fn a_message_stored_but_never_published_is_still_delivered_in_order() {
 
     // What a worker that died between its commit and its publish leaves
     // behind: a stored row with the next number, and no record of it.
-    let orphan = uuid::Uuid::new_v4();
-    app.env
-        .db
-        .batch_execute(&format!(
-            "BEGIN;
-             SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE;
-             INSERT INTO messages (id, seq, user_id, content, created_at)
-               SELECT '{orphan}', last_seq + 1, 'henry', 'stored, never published', now() FROM feed_sequence WHERE id = 1;
-             UPDATE feed_sequence SET last_seq = last_seq + 1 WHERE id = 1;
-             COMMIT;"
-        ))
-        .await
-        .expect("orphan row");
+    let orphan = app
+        .env
+        .insert_unpublished("henry", "stored, never published")
+        .await;
 
     let next = app
         .post_message("henry", "published after the orphan")
