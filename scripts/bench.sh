@@ -59,12 +59,27 @@ echo
 echo "== 3. ingest: highest POST rate sustained for ${SECS} s with every message persisted and delivered"
 # A rate passes when every post got a 202, the feed client got every one of
 # them exactly once, and the api kept up (throughput within 3% of the target).
+# CPU time (clock ticks) of the processes on the machine, to say which one limits ingest.
+TANSU_PID=$(cat .data/tansu.pid 2>/dev/null || pgrep -x tansu | head -n 1)
+TICK=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() { local p t=0; for p in $(pgrep -x postgres); do t=$(( t + $(ticks "$p") )); done; echo "$t"; }
+# Children of this shell (the load generator): user + system from `times`, in ticks.
+child_ticks() { times | tail -n 1 | awk -v hz="$TICK" '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%d\n", s * hz }'; }
+
 ingest_run() { # rate -> 0 if it passes
-  local rate=$1 f="$OUT/ingest-$1.json"
+  local rate=$1 f="$OUT/ingest-$1.json" a0 t0 g0 c0
+  a0=$(ticks "$API_PID"); t0=$(ticks "$TANSU_PID"); g0=$(pg_ticks); c0=$(child_ticks)
   $BOT load --url "$API" --rate "$rate" --connections 256 --duration "$SECS" --clients 1 --drain 20 --json "$f" >/dev/null 2>&1 || return 1
-  python3 - "$f" "$rate" <<'PY'
+  echo "$(( $(ticks "$API_PID") - a0 )) $(( $(ticks "$TANSU_PID") - t0 )) $(( $(pg_ticks) - g0 )) $(( $(child_ticks) - c0 ))" >"$OUT/ingest-$rate.cpu"
+  python3 - "$f" "$rate" "$OUT/ingest-$rate.cpu" "$TICK" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); dl = d["delivery"]
+api, tansu, pg, gen = (int(x) / int(sys.argv[4]) for x in open(sys.argv[3]).read().split())
+posts = max(d["accepted"], 1)
+d["cpu_us_per_post"] = {k: round(v * 1e6 / posts, 1) for k, v in
+                        (("api", api), ("tansu", tansu), ("postgres", pg), ("load_generator", gen))}
+json.dump(d, open(sys.argv[1], "w"), indent=2)
 ok = not d["errors"] and dl["missed_total"] == 0 and dl["duplicates_total"] == 0 and d["throughput_per_s"] >= 0.97 * rate
 print(f"  {rate:>6.0f}/s: {'pass' if ok else 'FAIL'}  accepted {d['accepted']}/{d['requests_sent']} errors {d['errors'] or 'none'}  "
       f"POST p99 {d['request_latency']['p99_ms']:.1f} ms  end-to-end p50 {dl['end_to_end']['p50_ms']:.1f} p99 {dl['end_to_end']['p99_ms']:.1f} ms  "
@@ -83,7 +98,16 @@ done
 echo "  sustained ingest: $best msg/s = $(( best * 100 / (CEILING > 0 ? CEILING : 1) ))% of the pipeline ceiling ($CEILING/s), $(( best * 100 / (PRODUCE > 0 ? PRODUCE : 1) ))% of raw produce ($PRODUCE/s), $(( best * 100 / (HEALTH > 0 ? HEALTH : 1) ))% of the HTTP ceiling ($HEALTH/s)"
 if [ -f "$OUT/ingest-$best.json" ]; then
   echo "  POST latency at that rate: p50 $(json_field "$OUT/ingest-$best.json" "d['request_latency']['p50_ms']") ms, p99 $(json_field "$OUT/ingest-$best.json" "d['request_latency']['p99_ms']") ms"
+  python3 - "$OUT/ingest-$best.json" "$(nproc)" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))["cpu_us_per_post"]; total = sum(c.values())
+print("  CPU per post over the run (posting, then draining): " + ", ".join(f"{k.replace('_', ' ')} {v:.0f} us" for k, v in c.items())
+      + f"; total {total:.0f} us, so {sys.argv[2]} cores allow about {int(sys.argv[2]) * 1e6 / total:.0f} posts/s")
+PY
 fi
+echo
+echo "== 3b. POST latency below the sustained rate (${SECS} s each)"
+for pct in 15 30 60; do ingest_run $(( best * pct / 100 )) || true; done
 
 # Resident memory of all api instances under test, in KiB.
 API_PIDS=$API_PID

@@ -66,9 +66,19 @@ pub struct KafkaSettings {
     /// `fetch.wait.max.ms` of consumers (`KAFKA_FETCH_WAIT_MAX_MS`): the upper
     /// bound a quiet partition adds to end-to-end latency.
     pub fetch_wait_max_ms: u32,
-    /// Use the idempotent producer (`KAFKA_IDEMPOTENCE`), so librdkafka's
-    /// internal retries never write a record twice.
+    /// Use librdkafka's idempotent producer (`KAFKA_IDEMPOTENCE`). Off by
+    /// default: the pipeline is idempotent end to end without it (the worker
+    /// drops a message id it has stored, broadcasters drop a `seq` they have
+    /// released), and librdkafka 2.12's idempotent producer both caps each
+    /// partition at 5 messages in flight and busy-polls while it waits, which
+    /// cost a whole core at 5,000 posts/s.
     pub idempotence: bool,
+    /// `max.in.flight.requests.per.connection` of the producer
+    /// (`KAFKA_MAX_IN_FLIGHT`). Bounded so that records queue up in
+    /// librdkafka while requests are in flight and leave in batches: without
+    /// the bound every record went in a request of its own and the broker
+    /// (Tansu) spent its CPU on per-request overhead.
+    pub max_in_flight: u32,
     /// The worker's static `group.instance.id` (`KAFKA_GROUP_INSTANCE_ID`);
     /// unset by default (dynamic membership).
     pub group_instance_id: Option<String>,
@@ -184,7 +194,8 @@ impl Settings {
                 )?),
                 linger_ms: env.parse_range("KAFKA_LINGER_MS", 0u32, 0..=60_000)?,
                 fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 25u32, 1..=10_000)?,
-                idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", true)?,
+                idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", false)?,
+                max_in_flight: env.parse_range("KAFKA_MAX_IN_FLIGHT", 5u32, 1..=1_000_000)?,
                 debug: env.get("KAFKA_DEBUG").map(str::to_owned),
                 group_instance_id: env.get("KAFKA_GROUP_INSTANCE_ID").map(str::to_owned),
             },
@@ -342,6 +353,9 @@ mod tests {
         assert_eq!(s.feed.history_max, 1000);
         assert_eq!(s.feed.heartbeat, Duration::from_secs(15));
         assert_eq!(s.feed.resume_window, 10_000);
+        assert!(!s.kafka.idempotence);
+        assert_eq!(s.kafka.max_in_flight, 5);
+        assert_eq!(s.kafka.linger_ms, 0);
     }
 
     #[test]
@@ -359,6 +373,9 @@ mod tests {
 
         let err = Settings::from_vars(&vars(&[("FEED_HISTORY_MAX", "-1")])).expect_err("negative");
         assert_eq!(err.var, "FEED_HISTORY_MAX");
+
+        let err = Settings::from_vars(&vars(&[("KAFKA_MAX_IN_FLIGHT", "0")])).expect_err("zero");
+        assert_eq!(err.var, "KAFKA_MAX_IN_FLIGHT");
 
         let err = Settings::from_vars(&vars(&[("WORKER_ENABLED", "maybe")])).expect_err("bool");
         assert_eq!(err.var, "WORKER_ENABLED");

@@ -33,6 +33,10 @@ impl Producer {
             .set("acks", "all")
             .set("enable.idempotence", settings.idempotence.to_string())
             .set("linger.ms", settings.linger_ms.to_string())
+            .set(
+                "max.in.flight.requests.per.connection",
+                settings.max_in_flight.to_string(),
+            )
             // librdkafka gives up on a record at this deadline, so a record we
             // answered 503 for is not delivered behind our back later.
             .set(
