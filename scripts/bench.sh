@@ -44,10 +44,21 @@ echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(un
 echo "== broker: Tansu $(tansu --version 2>/dev/null | awk '{print $2}') (SQLite storage in .data/tansu.db); database: PostgreSQL $(psql --version | awk '{print $3}') (.data/pg)"
 
 echo
-echo "== 1. broker ceiling"
-KAFKA_BROKERS=127.0.0.1:${FEED_KAFKA_PORT:-9092} target/release/broker-ceiling --messages "${BENCH_CEILING_MESSAGES:-20000}" | tee "$OUT/ceiling.txt"
-CEILING=$(tail -n 1 "$OUT/ceiling.txt" | python3 -c "import json,sys; print(int(json.load(sys.stdin)['pipeline_ceiling_per_s']))")
-PRODUCE=$(tail -n 1 "$OUT/ceiling.txt" | python3 -c "import json,sys; print(int(json.load(sys.stdin)['produce_per_s']))")
+echo "== 1. broker ceiling: raw produce with the api's producer settings, more and more records in flight until it stops rising"
+: >"$OUT/ceiling.txt"
+for in_flight in ${BENCH_CEILING_IN_FLIGHT:-256 1024 4096}; do
+  messages=$(( in_flight * 10 > ${BENCH_CEILING_MESSAGES:-20000} ? in_flight * 10 : ${BENCH_CEILING_MESSAGES:-20000} ))
+  KAFKA_BROKERS=127.0.0.1:${FEED_KAFKA_PORT:-9092} target/release/broker-ceiling --messages "$messages" --in-flight "$in_flight" \
+    | tee -a "$OUT/ceiling.txt" | grep -v '^{'
+done
+# The best run is the ceiling.
+grep '^{' "$OUT/ceiling.txt" | python3 -c "
+import json, sys
+runs = [json.loads(l) for l in sys.stdin]
+print(json.dumps(max(runs, key=lambda d: d['pipeline_ceiling_per_s'])))" >"$OUT/ceiling.json"
+CEILING=$(json_field "$OUT/ceiling.json" "int(d['pipeline_ceiling_per_s'])")
+PRODUCE=$(json_field "$OUT/ceiling.json" "int(d['produce_per_s'])")
+echo "  ceiling: produce $PRODUCE msg/s ($(json_field "$OUT/ceiling.json" "d['in_flight']") in flight), pipeline $CEILING msg/s"
 
 echo
 echo "== 2. HTTP ceiling: GET /api/health, 32 connections, 10 s"
@@ -65,13 +76,18 @@ TICK=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 pg_ticks() { local p t=0; for p in $(pgrep -x postgres); do t=$(( t + $(ticks "$p") )); done; echo "$t"; }
 # Children of this shell (the load generator): user + system from `times`, in ticks.
-child_ticks() { times | tail -n 1 | awk -v hz="$TICK" '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%d\n", s * hz }'; }
+# `times` must run in this shell, not in a $(...) subshell, to see its children.
+child_ticks() { # variable name
+  times >"$OUT/.times"
+  printf -v "$1" '%s' "$(tail -n 1 "$OUT/.times" | awk -v hz="$TICK" '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%d\n", s * hz }')"
+}
 
 ingest_run() { # rate -> 0 if it passes
-  local rate=$1 f="$OUT/ingest-$1.json" a0 t0 g0 c0
-  a0=$(ticks "$API_PID"); t0=$(ticks "$TANSU_PID"); g0=$(pg_ticks); c0=$(child_ticks)
+  local rate=$1 f="$OUT/ingest-$1.json" a0 t0 g0 c0 c1
+  a0=$(ticks "$API_PID"); t0=$(ticks "$TANSU_PID"); g0=$(pg_ticks); child_ticks c0
   $BOT load --url "$API" --rate "$rate" --connections 256 --duration "$SECS" --clients 1 --drain 20 --json "$f" >/dev/null 2>&1 || return 1
-  echo "$(( $(ticks "$API_PID") - a0 )) $(( $(ticks "$TANSU_PID") - t0 )) $(( $(pg_ticks) - g0 )) $(( $(child_ticks) - c0 ))" >"$OUT/ingest-$rate.cpu"
+  child_ticks c1
+  echo "$(( $(ticks "$API_PID") - a0 )) $(( $(ticks "$TANSU_PID") - t0 )) $(( $(pg_ticks) - g0 )) $(( c1 - c0 ))" >"$OUT/ingest-$rate.cpu"
   python3 - "$f" "$rate" "$OUT/ingest-$rate.cpu" "$TICK" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); dl = d["delivery"]

@@ -59,9 +59,11 @@ pub struct KafkaSettings {
     /// How long a POST waits for the broker's acknowledgement before a 503
     /// (`KAFKA_PRODUCE_TIMEOUT_MS`). Kept below typical HTTP client deadlines.
     pub produce_timeout: Duration,
-    /// `linger.ms` of the producer (`KAFKA_LINGER_MS`). 0 by default: with
-    /// Tansu, librdkafka sent one message per batch when lingering, so every
-    /// message paid the whole linger.
+    /// `linger.ms` of the producer (`KAFKA_LINGER_MS`), 5 ms by default as in
+    /// librdkafka and Kafka 4. A lone POST waits up to this long for company;
+    /// under load the larger batches mean fewer produce requests, which is
+    /// what the broker spends its CPU on (with Tansu at 5,000 posts/s: POST
+    /// p99 83 ms with 0, 41 ms with 5).
     pub linger_ms: u32,
     /// `fetch.wait.max.ms` of consumers (`KAFKA_FETCH_WAIT_MAX_MS`): the upper
     /// bound a quiet partition adds to end-to-end latency.
@@ -192,7 +194,7 @@ impl Settings {
                     5000u64,
                     100..=120_000,
                 )?),
-                linger_ms: env.parse_range("KAFKA_LINGER_MS", 0u32, 0..=60_000)?,
+                linger_ms: env.parse_range("KAFKA_LINGER_MS", 5u32, 0..=60_000)?,
                 fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 25u32, 1..=10_000)?,
                 idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", false)?,
                 max_in_flight: env.parse_range("KAFKA_MAX_IN_FLIGHT", 5u32, 1..=1_000_000)?,
@@ -355,7 +357,7 @@ mod tests {
         assert_eq!(s.feed.resume_window, 10_000);
         assert!(!s.kafka.idempotence);
         assert_eq!(s.kafka.max_in_flight, 5);
-        assert_eq!(s.kafka.linger_ms, 0);
+        assert_eq!(s.kafka.linger_ms, 5);
     }
 
     #[test]
