@@ -85,6 +85,10 @@ child_ticks() { # variable name
   printf -v "$1" '%s' "$(tail -n 1 "$OUT/.times" | awk -v hz="$TICK" '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%d\n", s * hz }')"
 }
 
+# After an overloaded run the pipeline may still hold a backlog: wait until a
+# fresh post is delivered (the feed is in order, so everything before it is too).
+settle() { $BOT load --url "$API" --rate 10 --connections 1 --duration 1 --clients 1 --drain 180 >/dev/null 2>&1 || true; }
+
 ingest_run() { # rate -> 0 if it passes
   local rate=$1 f="$OUT/ingest-$1.json" a0 t0 g0 c0 c1
   a0=$(ticks "$API_PID"); t0=$(ticks "$TANSU_PID"); g0=$(pg_ticks); child_ticks c0
@@ -110,7 +114,7 @@ lo=0; hi=$CEILING; best=0
 rate=$(( CEILING / 2 ))
 for _ in 1 2 3 4 5; do
   [ "$rate" -lt 10 ] && rate=10
-  if ingest_run "$rate"; then best=$rate; lo=$rate; else hi=$rate; fi
+  if ingest_run "$rate"; then best=$rate; lo=$rate; else hi=$rate; settle; fi
   rate=$(( (lo + hi) / 2 ))
   [ $(( hi - lo )) -le $(( CEILING / 20 + 1 )) ] && break
 done
