@@ -71,8 +71,6 @@ echo "  $HEALTH requests/s, p99 $(json_field "$OUT/health.json" "d['request_late
 
 echo
 echo "== 3. ingest: highest POST rate sustained for ${SECS} s with every message persisted and delivered"
-# A rate passes when every post got a 202, the feed client got every one of
-# them exactly once, and the api kept up (throughput within 3% of the target).
 # CPU time (clock ticks) of the processes on the machine, to say which one limits ingest.
 TANSU_PID=$(cat .data/tansu.pid 2>/dev/null || pgrep -x tansu | head -n 1)
 TICK=$(getconf CLK_TCK)
@@ -89,16 +87,18 @@ child_ticks() { # variable name
 # fresh post is delivered (the feed is in order, so everything before it is too).
 settle() { $BOT load --url "$API" --rate 10 --connections 1 --duration 1 --clients 1 --drain 180 >/dev/null 2>&1 || true; }
 
+# A rate passes when every post got a 202, the feed client got every one of
+# them exactly once, and the api kept up (throughput within 3% of the target).
 ingest_run() { # rate -> 0 if it passes
   local rate=$1 f="$OUT/ingest-$1.json" a0 t0 g0 c0 c1
   a0=$(ticks "$API_PID"); t0=$(ticks "$TANSU_PID"); g0=$(pg_ticks); child_ticks c0
   $BOT load --url "$API" --rate "$rate" --connections 256 --duration "$SECS" --clients 1 --drain 20 --json "$f" >/dev/null 2>&1 || return 1
   child_ticks c1
-  echo "$(( $(ticks "$API_PID") - a0 )) $(( $(ticks "$TANSU_PID") - t0 )) $(( $(pg_ticks) - g0 )) $(( c1 - c0 ))" >"$OUT/ingest-$rate.cpu"
-  python3 - "$f" "$rate" "$OUT/ingest-$rate.cpu" "$TICK" <<'PY'
+  python3 - "$f" "$rate" "$TICK" "$(( $(ticks "$API_PID") - a0 ))" "$(( $(ticks "$TANSU_PID") - t0 ))" \
+    "$(( $(pg_ticks) - g0 ))" "$(( c1 - c0 ))" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); dl = d["delivery"]
-api, tansu, pg, gen = (int(x) / int(sys.argv[4]) for x in open(sys.argv[3]).read().split())
+api, tansu, pg, gen = (int(x) / int(sys.argv[3]) for x in sys.argv[4:8])
 posts = max(d["accepted"], 1)
 d["cpu_us_per_post"] = {k: round(v * 1e6 / posts, 1) for k, v in
                         (("api", api), ("tansu", tansu), ("postgres", pg), ("load_generator", gen))}

@@ -92,7 +92,7 @@ impl Application {
         )];
         if settings.worker.enabled {
             let worker = Worker {
-                consumer: worker::consumer(&settings.kafka, &settings.kafka.group_instance_id)
+                consumer: worker::consumer(&settings.kafka)
                     .context("could not create the worker's consumer")?,
                 store: store.clone(),
                 producer: producer.clone(),

@@ -303,9 +303,10 @@ impl FeedStream {
                     Err(RecvError::Closed) => return None,
                 },
                 _ = self.idle_deadline.as_mut() => {
+                    let now = Instant::now();
                     let silent_until = self.last_write + self.heartbeat;
-                    if Instant::now() >= silent_until {
-                        self.idle_deadline.as_mut().reset(Instant::now() + self.heartbeat);
+                    if now >= silent_until {
+                        self.idle_deadline.as_mut().reset(now + self.heartbeat);
                         return Some(sse::Event::Comment("keep-alive".into()));
                     }
                     self.idle_deadline.as_mut().reset(silent_until);

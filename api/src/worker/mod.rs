@@ -34,16 +34,13 @@ const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The worker's consumer: a consumer-group member with manual offset store.
 ///
-/// With `instance_id` the member is static (`group.instance.id`): a restarted
+/// With `KAFKA_GROUP_INSTANCE_ID` the member is static (`group.instance.id`): a restarted
 /// instance takes its partitions back without a rebalance. Opt-in: Tansu 0.6
 /// never expires a static member, so the partitions of an instance that does
 /// not come back would wait for it forever.
-pub fn consumer(
-    settings: &KafkaSettings,
-    instance_id: &Option<String>,
-) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+pub fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
     let mut config: ClientConfig = crate::kafka::consumer_config(settings, &settings.worker_group);
-    if let Some(id) = instance_id {
+    if let Some(id) = &settings.group_instance_id {
         config.set("group.instance.id", id);
     }
     config

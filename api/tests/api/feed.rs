@@ -230,7 +230,7 @@ async fn shutdown_ends_feed_streams_cleanly() {
     feed.next_within(Duration::from_secs(5))
         .await
         .expect("retry line");
-    app.shutdown.cancel();
+    app.app.shutdown.cancel();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !feed.ended {
         assert!(
@@ -239,7 +239,7 @@ async fn shutdown_ends_feed_streams_cleanly() {
         );
         let _ = feed.next_within(Duration::from_secs(1)).await;
     }
-    tokio::time::timeout(Duration::from_secs(10), app.stopped)
+    tokio::time::timeout(Duration::from_secs(10), app.app.stopped)
         .await
         .expect("the app stopped within 10 s")
         .expect("the app stopped cleanly");

@@ -258,8 +258,6 @@ impl std::ops::Deref for InProcessApp {
 pub struct TestApp {
     pub env: TestEnv,
     pub app: InProcessApp,
-    pub shutdown: CancellationToken,
-    pub stopped: tokio::task::JoinHandle<()>,
 }
 
 impl std::ops::Deref for TestApp {
@@ -275,15 +273,8 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let env = TestEnv::new(options.db_proxy).await;
-    let mut app = env.spawn(&options.env).await;
-    let shutdown = app.shutdown.clone();
-    let stopped = std::mem::replace(&mut app.stopped, tokio::spawn(async {}));
-    TestApp {
-        env,
-        app,
-        shutdown,
-        stopped,
-    }
+    let app = env.spawn(&options.env).await;
+    TestApp { env, app }
 }
 
 /// The public API of one instance, over HTTP.
