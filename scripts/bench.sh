@@ -130,7 +130,10 @@ PY
 fi
 echo
 echo "== 3b. POST latency below the sustained rate (${SECS} s each)"
-for pct in 15 30 60; do ingest_run $(( best * pct / 100 )) || true; done
+# (A rate of 0 would mean "as fast as possible": skip when nothing passed.)
+if [ "$best" -gt 0 ]; then
+  for pct in 15 30 60; do ingest_run $(( best * pct / 100 )) || true; done
+fi
 
 # Resident memory of all api instances under test, in KiB.
 API_PIDS=$API_PID
