@@ -12,6 +12,8 @@ USER nobody
 
 FROM runtime AS api
 COPY --from=build /src/target/release/feed-api /usr/local/bin/feed-api
+# The operator's dead-letter tool (docs/OPERATIONS.md): docker compose exec api feed-dead-letters list
+COPY --from=build /src/target/release/feed-dead-letters /usr/local/bin/feed-dead-letters
 ENV HOST=0.0.0.0 PORT=8090 RUST_LOG=info
 EXPOSE 8090
 HEALTHCHECK --interval=5s --timeout=3s --retries=30 CMD curl -sf http://127.0.0.1:8090/api/ready || exit 1

@@ -128,6 +128,9 @@ pub struct WorkerSettings {
     /// Rejoin the group after this long without partitions
     /// (`WORKER_REJOIN_EMPTY_SECS`, 0 disables); see `Worker::check_assignment`.
     pub rejoin_when_empty: Option<Duration>,
+    /// A partition with lag and no progress for this long is reported as
+    /// stalled by readiness (`WORKER_STALL_SECS`).
+    pub stall_after: Duration,
 }
 
 impl Settings {
@@ -242,6 +245,11 @@ impl Settings {
                     0 => None,
                     secs => Some(Duration::from_secs(secs)),
                 },
+                stall_after: Duration::from_secs(env.parse_range(
+                    "WORKER_STALL_SECS",
+                    60u64,
+                    1..=86_400,
+                )?),
             },
             shutdown_timeout: Duration::from_secs(env.parse_range(
                 "SHUTDOWN_TIMEOUT_SECS",

@@ -12,13 +12,16 @@
 pub mod broadcast;
 pub mod config;
 pub mod cursor;
+pub mod dead_letter;
 pub mod error;
 pub mod feed;
 pub mod health;
 pub mod ingest;
 pub mod kafka;
 pub mod message;
+pub mod retry;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

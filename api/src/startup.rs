@@ -22,8 +22,10 @@ use crate::broadcast::{self, Broadcaster};
 use crate::config::Settings;
 use crate::error::{json_error, Chain};
 use crate::kafka::{self, Producer};
+use crate::retry::{self, GaveUp};
+use crate::state::AppState;
 use crate::store::Store;
-use crate::worker::{self, Backoff, Worker};
+use crate::worker;
 use crate::{feed, health, ingest};
 
 /// Total time a graceful shutdown may take (SPEC §7 asks for 10 s).
@@ -31,16 +33,6 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
 
 /// How long start-up waits for the database and the broker to answer.
 const DEPENDENCY_WAIT: Duration = Duration::from_secs(90);
-
-/// Shared by every request handler.
-pub struct AppState {
-    pub settings: Settings,
-    pub store: Store,
-    pub producer: Producer,
-    pub broadcaster: Broadcaster,
-    /// Fires when the process shuts down; feed streams end on it.
-    pub shutdown: CancellationToken,
-}
 
 /// A built, listening application.
 pub struct Application {
@@ -90,17 +82,20 @@ impl Application {
                 shutdown.clone(),
             )),
         )];
-        if settings.worker.enabled {
-            let worker = Worker {
-                consumer: worker::consumer(&settings.kafka)
-                    .context("could not create the worker's consumer")?,
-                store: store.clone(),
-                producer: producer.clone(),
-                kafka: settings.kafka.clone(),
-                settings: settings.worker.clone(),
-            };
-            tasks.push(("worker", tokio::spawn(worker.run(shutdown.clone()))));
-        }
+        let worker = if settings.worker.enabled {
+            let (monitor, task) = worker::spawn(
+                &settings.kafka,
+                &settings.worker,
+                store.clone(),
+                producer.clone(),
+                shutdown.clone(),
+            )
+            .context("could not create the worker's consumer")?;
+            tasks.push(("worker", task));
+            Some(monitor)
+        } else {
+            None
+        };
 
         let shutdown_timeout = settings.shutdown_timeout.as_secs();
         let state = web::Data::new(AppState {
@@ -108,6 +103,7 @@ impl Application {
             store,
             producer,
             broadcaster,
+            worker,
             shutdown,
         });
         let app_state = state.clone();
@@ -214,30 +210,22 @@ async fn not_found() -> HttpResponse {
     )
 }
 
-/// Retries a start-up step while a dependency is not there yet.
+/// Retries a start-up step while a dependency is not there yet, for up to
+/// [`DEPENDENCY_WAIT`].
 async fn wait_for<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
-    mut op: F,
+    op: F,
 ) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let deadline = Instant::now() + DEPENDENCY_WAIT;
-    let mut backoff = Backoff::new();
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() < deadline => {
-                tracing::warn!(step = what, error = %Chain(&e), "dependency not ready; retrying");
-                if !backoff.wait(shutdown).await {
-                    anyhow::bail!("shutdown during start-up ({what})");
-                }
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("{what} failed"))),
-        }
+    match retry::until_ok_before(what, shutdown, Instant::now() + DEPENDENCY_WAIT, op).await {
+        Ok(value) => Ok(value),
+        Err(GaveUp::Shutdown) => anyhow::bail!("shutdown during start-up ({what})"),
+        Err(GaveUp::Deadline(e)) => Err(anyhow::Error::new(e).context(format!("{what} failed"))),
     }
 }
 

@@ -95,7 +95,7 @@ async fn run() -> Result<(), String> {
         pending.push(Box::pin(async move {
             let t = Instant::now();
             let ok = producer
-                .send(&topic, "ceiling_user_1", &payload, &[])
+                .send(&topic, b"ceiling_user_1", &payload, &[])
                 .await
                 .is_ok();
             (t.elapsed().as_nanos() as u64, ok)

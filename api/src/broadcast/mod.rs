@@ -18,7 +18,7 @@
 
 mod sequencer;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,8 +34,8 @@ use crate::config::KafkaSettings;
 use crate::cursor;
 use crate::error::Chain;
 use crate::message::{self, Sequenced};
+use crate::retry::Backoff;
 use crate::store::Store;
-use crate::worker::Backoff;
 
 pub use sequencer::Sequencer;
 
@@ -67,6 +67,19 @@ impl FeedEvent {
 pub struct Broadcaster {
     tx: broadcast::Sender<Arc<FeedEvent>>,
     released: Arc<AtomicI64>,
+    held_back: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// What the broadcaster reports (readiness, status).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BroadcastState {
+    /// The highest sequence number released to clients.
+    pub last_released: i64,
+    /// Records that came early, waiting for the numbers before them.
+    pub held_back: usize,
+    /// Records dropped because the database proved them never committed.
+    pub dropped: u64,
 }
 
 impl Broadcaster {
@@ -76,6 +89,8 @@ impl Broadcaster {
         Broadcaster {
             tx,
             released: Arc::new(AtomicI64::new(0)),
+            held_back: Arc::default(),
+            dropped: Arc::default(),
         }
     }
 
@@ -87,6 +102,14 @@ impl Broadcaster {
     /// The highest sequence number released so far.
     pub fn last_released(&self) -> i64 {
         self.released.load(Ordering::Acquire)
+    }
+
+    pub fn state(&self) -> BroadcastState {
+        BroadcastState {
+            last_released: self.last_released(),
+            held_back: self.held_back.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
     }
 
     /// Number of connected feed clients.
@@ -178,26 +201,37 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = wait_gap => {
-                let Some((after, before)) = sequencer.gap() else {
+                let Some((after, first_held)) = sequencer.gap() else {
                     gap_deadline = None;
                     continue;
                 };
-                match store.between(after, before).await {
+                match store.through(after, first_held).await {
                     Ok(rows) => {
-                        tracing::debug!(after, before, rows = rows.len(), "filled a gap from the database");
-                        for s in sequencer.fill(rows) {
+                        tracing::debug!(after, first_held, rows = rows.len(), "filled a gap from the database");
+                        let (released, dropped) = sequencer.fill(rows, first_held);
+                        for s in released {
                             broadcaster.release(&s);
+                        }
+                        for s in dropped {
+                            broadcaster.dropped.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                seq = s.seq,
+                                id = %s.message.id,
+                                last_released = broadcaster.last_released(),
+                                "a record on the processed topic has a sequence number the database never committed; dropped"
+                            );
                         }
                         backoff.reset();
                         gap_deadline = sequencer.gap().map(|_| Instant::now() + gap_grace);
                     }
                     Err(e) => {
-                        tracing::warn!(after, before, error = %Chain(&e), "could not fill a gap from the database; retrying");
+                        tracing::warn!(after, first_held, error = %Chain(&e), "could not fill a gap from the database; retrying");
                         if !backoff.wait(&shutdown).await {
                             break;
                         }
                     }
                 }
+                broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
             }
             received = consumer.recv() => match received {
                 Ok(record) => match message::decode_sequenced(record.payload()) {
@@ -211,6 +245,7 @@ pub async fn run(
                             (Some(_), None) if sequencer.pending_len() > sequencer::MAX_PENDING => Some(Instant::now()),
                             (Some(_), None) => Some(Instant::now() + gap_grace),
                         };
+                        broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
                     }
                     Err(e) => tracing::error!(
                         partition = record.partition(),

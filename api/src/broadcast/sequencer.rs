@@ -31,17 +31,35 @@ impl Sequencer {
         self.drain()
     }
 
-    /// Accepts rows read from the database to close the gap.
-    pub fn fill(&mut self, rows: Vec<Sequenced>) -> Vec<Sequenced> {
+    /// Accepts what the database holds in `(last, upto]`, where `upto` is
+    /// the first held-back number: the gap and the record that revealed it.
+    /// The database is the truth, so its rows replace held-back records. A
+    /// held-back record at or below `upto` that the database does not have
+    /// was never committed (committed numbers have no holes), so it is
+    /// forged or corrupt and would hold the feed back for good: it is
+    /// dropped and returned as the second list.
+    pub fn fill(&mut self, rows: Vec<Sequenced>, upto: i64) -> (Vec<Sequenced>, Vec<Sequenced>) {
+        let mut found = std::collections::HashSet::with_capacity(rows.len());
         for s in rows {
-            if s.seq > self.last {
-                self.pending.entry(s.seq).or_insert(s);
+            if s.seq > self.last && s.seq <= upto {
+                found.insert(s.seq);
+                self.pending.insert(s.seq, s);
             }
         }
-        self.drain()
+        let bogus: Vec<i64> = self
+            .pending
+            .range(..=upto)
+            .map(|(&seq, _)| seq)
+            .filter(|seq| !found.contains(seq))
+            .collect();
+        let dropped = bogus
+            .into_iter()
+            .filter_map(|seq| self.pending.remove(&seq))
+            .collect();
+        (self.drain(), dropped)
     }
 
-    /// The missing range as `(after, before)`, exclusive, if records are held back.
+    /// The missing range as `(after, first held)`, both exclusive, if records are held back.
     pub fn gap(&self) -> Option<(i64, i64)> {
         self.pending.keys().next().map(|&first| (self.last, first))
     }
@@ -98,12 +116,44 @@ mod tests {
         assert!(q.offer(s(9)).is_empty(), "already released before start");
         assert!(q.offer(s(14)).is_empty());
         assert_eq!(q.gap(), Some((10, 14)));
-        assert_eq!(
-            seqs(q.fill(vec![s(11), s(12), s(13)])),
-            vec![11, 12, 13, 14]
-        );
+        let (released, dropped) = q.fill(vec![s(11), s(12), s(13), s(14)], 14);
+        assert_eq!(seqs(released), vec![11, 12, 13, 14]);
+        assert!(dropped.is_empty());
         // The late records themselves are then dropped.
         assert!(q.offer(s(12)).is_empty());
         assert_eq!(seqs(q.offer(s(15))), vec![15]);
+    }
+
+    #[test]
+    fn a_held_number_the_database_does_not_have_is_dropped() {
+        let mut q = Sequencer::new(5);
+        assert!(q.offer(s(1_000_000_000_000)).is_empty());
+        assert!(q.offer(s(1_000_000_000_001)).is_empty());
+        // The database has 6 and 7, nothing near the held numbers.
+        let (released, dropped) = q.fill(vec![s(6), s(7)], 1_000_000_000_000);
+        assert_eq!(seqs(released), vec![6, 7]);
+        assert_eq!(seqs(dropped), vec![1_000_000_000_000]);
+        assert_eq!(
+            q.gap(),
+            Some((7, 1_000_000_000_001)),
+            "the next held one is checked next"
+        );
+        let (released, dropped) = q.fill(vec![], 1_000_000_000_001);
+        assert!(released.is_empty());
+        assert_eq!(seqs(dropped), vec![1_000_000_000_001]);
+        assert_eq!(q.gap(), None);
+        assert_eq!(seqs(q.offer(s(8))), vec![8], "the feed goes on");
+    }
+
+    #[test]
+    fn the_database_row_replaces_a_held_record() {
+        let mut q = Sequencer::new(0);
+        let forged = s(2);
+        assert!(q.offer(forged.clone()).is_empty());
+        let stored = s(2);
+        let (released, dropped) = q.fill(vec![s(1), stored.clone()], 2);
+        assert!(dropped.is_empty());
+        assert_eq!(released[1], stored);
+        assert_ne!(released[1], forged);
     }
 }

@@ -33,7 +33,7 @@ use crate::broadcast::FeedEvent;
 use crate::cursor;
 use crate::error::{json_error_builder, Chain, RETRY_AFTER_SECS};
 use crate::message::Sequenced;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
 pub use query::{FeedQuery, QueryError};

@@ -8,7 +8,7 @@ use super::query::{bounded, cursor_param, query_map, user_filter};
 use super::ReadError;
 use crate::cursor;
 use crate::message::PublicMessage;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::error::{json_error_builder, Chain, RETRY_AFTER_SECS};
 use crate::kafka::{ProduceError, Producer};
 use crate::message::{self, FieldError, Message};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Largest accepted body (SPEC §1).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -184,7 +184,12 @@ fn parse(bytes: &[u8]) -> Result<Message, PostError> {
 
 async fn queue(producer: &Producer, topic: &str, message: &Message) -> Result<(), PostError> {
     producer
-        .send(topic, &message.user_id, &message::encode(message), &[])
+        .send(
+            topic,
+            message.user_id.as_bytes(),
+            &message::encode(message),
+            &[],
+        )
         .await
         .map(|_| ())
         .map_err(PostError::Unavailable)

@@ -11,6 +11,9 @@ mod topics;
 pub use producer::{ProduceError, Producer};
 pub use topics::ensure_topics;
 
+use std::ffi::CString;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaSettings;
@@ -37,4 +40,33 @@ pub fn consumer_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         .set("auto.offset.reset", "earliest");
     config
+}
+
+/// The partition's end as librdkafka last saw it in a fetch response: no
+/// request to the broker, and current as long as the consumer fetches, even
+/// while the application is busy elsewhere. `None` when it is not known yet.
+///
+/// rust-rdkafka 0.39 does not wrap `rd_kafka_get_watermark_offsets`; only
+/// `fetch_watermarks`, which asks the broker and blocks.
+pub fn cached_high_watermark(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` is borrowed; the
+    // function only reads librdkafka's cached offsets under its own lock and
+    // writes the two out-parameters, which live on this stack frame.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }

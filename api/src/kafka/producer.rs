@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
@@ -17,6 +17,23 @@ pub enum ProduceError {
     Kafka(#[from] KafkaError),
     #[error("the producer was dropped before the broker answered")]
     Canceled,
+}
+
+impl ProduceError {
+    /// True when the record itself is refused, by librdkafka or the broker
+    /// (too large, malformed): sending the same record again cannot succeed.
+    pub fn is_record_refused(&self) -> bool {
+        matches!(
+            self,
+            ProduceError::Kafka(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::MessageBatchTooLarge
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::InvalidRecord
+            ))
+        )
+    }
 }
 
 /// Cheap to clone; all clones share one librdkafka producer.
@@ -55,7 +72,7 @@ impl Producer {
     pub async fn send(
         &self,
         topic: &str,
-        key: &str,
+        key: &[u8],
         payload: &[u8],
         headers: &[(&str, &str)],
     ) -> Result<(i32, i64), ProduceError> {

@@ -38,13 +38,66 @@ pub enum StoreError {
     Timeout(Duration),
 }
 
+/// What a failed write means for the record that was being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database or the path to it is in trouble (connection lost, timeout,
+    /// no connection in time): retry with backoff; the record is not at fault.
+    Transient,
+    /// Another transaction got in the way (`40001`, `40003`, or a uniqueness
+    /// conflict on `id` or `seq`, which only a racing writer can cause):
+    /// retry soon; the record is not at fault.
+    Conflict,
+    /// The database rejects what was written (SQLSTATE class 22, data
+    /// exception, or 23, integrity constraint violation): retrying the same
+    /// rows can never succeed.
+    Permanent,
+}
+
+/// The unique constraints of `messages` (PostgreSQL names the primary key
+/// `messages_pkey`; older CockroachDB releases call it `primary`).
+const OUR_UNIQUE_CONSTRAINTS: [&str; 3] = ["messages_pkey", "primary", "messages_seq_key"];
+
 impl StoreError {
-    /// CockroachDB (and PostgreSQL under SERIALIZABLE) ask clients to retry
-    /// a transaction with SQLSTATE 40001; the worker retries every error, this
-    /// only decides how loudly it is logged.
-    pub fn is_retryable_conflict(&self) -> bool {
-        matches!(self, StoreError::Query(e)
-            if e.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE))
+    /// The error for logs and dead-letter reasons: the SQLSTATE and the
+    /// server's message, without its `DETAIL`, which quotes the row (user
+    /// content stays out of the logs).
+    pub fn brief(&self) -> String {
+        match self {
+            StoreError::Query(e) => match e.as_db_error() {
+                Some(db) => format!(
+                    "the database refused the write: SQLSTATE {}: {}",
+                    db.code().code(),
+                    db.message()
+                ),
+                None => crate::error::Chain(self).to_string(),
+            },
+            _ => crate::error::Chain(self).to_string(),
+        }
+    }
+
+    /// Classifies the failure (see [`Failure`]).
+    pub fn failure(&self) -> Failure {
+        let StoreError::Query(e) = self else {
+            return Failure::Transient;
+        };
+        let Some(db) = e.as_db_error() else {
+            // No answer from the server: the connection, not the data.
+            return Failure::Transient;
+        };
+        let code = db.code().code();
+        match code {
+            "40001" | "40003" => Failure::Conflict,
+            "23505"
+                if db
+                    .constraint()
+                    .is_none_or(|c| OUR_UNIQUE_CONSTRAINTS.contains(&c)) =>
+            {
+                Failure::Conflict
+            }
+            _ if code.starts_with("22") || code.starts_with("23") => Failure::Permanent,
+            _ => Failure::Transient,
+        }
     }
 }
 
@@ -247,14 +300,14 @@ impl Store {
         self.select("seq > $1", "seq", after, limit, user_id).await
     }
 
-    /// Messages with `after < seq < before`, oldest first (the broadcaster's gap fill).
-    pub async fn between(&self, after: i64, before: i64) -> Result<Vec<Sequenced>, StoreError> {
+    /// Messages with `after < seq <= upto`, oldest first (the broadcaster's gap fill).
+    pub async fn through(&self, after: i64, upto: i64) -> Result<Vec<Sequenced>, StoreError> {
         self.timed(async {
             let client = self.pool.get().await?;
             let sql =
-                format!("SELECT {COLUMNS} FROM messages WHERE seq > $1 AND seq < $2 ORDER BY seq");
+                format!("SELECT {COLUMNS} FROM messages WHERE seq > $1 AND seq <= $2 ORDER BY seq");
             let stmt = client.prepare_cached(&sql).await?;
-            let rows = client.query(&stmt, &[&after, &before]).await?;
+            let rows = client.query(&stmt, &[&after, &upto]).await?;
             all_sequenced(&rows)
         })
         .await

@@ -8,26 +8,42 @@
 //! commit at shutdown, so a crash at any point replays from the last fully
 //! processed record: nothing is skipped, and the replay is harmless because
 //! the insert ignores known ids and broadcasters drop known sequence numbers.
-//! A failing database or broker is retried with backoff, forever; the worker
-//! never moves past a record it has not processed. A record that can never be
-//! processed (undecodable) goes to the dead-letter topic with its reason, and
-//! only then is its offset stored.
+//!
+//! Failures are classified (docs/ARCHITECTURE.md, "Failures"): a database or
+//! broker that is unavailable is retried with backoff, forever, and a conflict
+//! with another writer is retried at once; the worker never moves past such a
+//! record. A record that can never be processed, because it cannot be decoded
+//! or because the database rejects it on its own, goes to the dead-letter
+//! topic with its reason, and only then is its offset stored: one record must
+//! never stop its partition. When a batch's transaction fails permanently,
+//! the batch is split in halves until the record at fault fails alone, so the
+//! others are still stored, in order.
 
-mod retry;
+mod dead_letter;
+mod progress;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
+use rand::Rng as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::ClientConfig;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KafkaSettings, WorkerSettings};
+use crate::dead_letter::Cause;
 use crate::error::Chain;
 use crate::kafka::Producer;
-use crate::message::{self, Message};
-use crate::store::Store;
+use crate::message::{self, Message, Sequenced};
+use crate::retry::{self, Backoff};
+use crate::store::{Failure, Store, StoreError};
 
-pub use retry::Backoff;
+pub use dead_letter::TRUNCATED_PAYLOAD_BYTES;
+pub use progress::{Monitor, PartitionState};
 
 /// How often the worker checks that it owns partitions.
 const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -38,7 +54,7 @@ const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_secs(5);
 /// instance takes its partitions back without a rebalance. Opt-in: Tansu 0.6
 /// never expires a static member, so the partitions of an instance that does
 /// not come back would wait for it forever.
-pub fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
     let mut config: ClientConfig = crate::kafka::consumer_config(settings, &settings.worker_group);
     if let Some(id) = &settings.group_instance_id {
         config.set("group.instance.id", id);
@@ -54,19 +70,51 @@ pub fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::err
     Ok(consumer)
 }
 
+/// Retries of a conflict with another writer that wait only a few
+/// milliseconds; later ones back off as for an unavailable database.
+const QUICK_CONFLICT_RETRIES: u32 = 10;
+
+/// Starts the worker; it runs until `shutdown` fires. Returns a [`Monitor`]
+/// of its progress and the task to await at shutdown.
+pub fn spawn(
+    kafka: &KafkaSettings,
+    settings: &WorkerSettings,
+    store: Store,
+    producer: Producer,
+    shutdown: CancellationToken,
+) -> Result<(Monitor, JoinHandle<()>), rdkafka::error::KafkaError> {
+    let consumer = Arc::new(consumer(kafka)?);
+    let monitor = Monitor {
+        marks: Arc::default(),
+        consumer: consumer.clone(),
+        topic: kafka.topic_to_process.clone(),
+        stall_after: settings.stall_after,
+    };
+    let worker = Worker {
+        consumer,
+        marks: monitor.marks.clone(),
+        store,
+        producer,
+        kafka: kafka.clone(),
+        settings: settings.clone(),
+    };
+    Ok((monitor, tokio::spawn(worker.run(shutdown))))
+}
+
 /// Everything the worker loop needs.
-pub struct Worker {
-    pub consumer: StreamConsumer,
-    pub store: Store,
-    pub producer: Producer,
-    pub kafka: KafkaSettings,
-    pub settings: WorkerSettings,
+struct Worker {
+    consumer: Arc<StreamConsumer>,
+    marks: Arc<progress::Marks>,
+    store: Store,
+    producer: Producer,
+    kafka: KafkaSettings,
+    settings: WorkerSettings,
 }
 
 impl Worker {
     /// Runs until `shutdown` fires; the batch in hand is finished (if its
     /// dependencies answer) and the stored offsets are committed before returning.
-    pub async fn run(self, shutdown: CancellationToken) {
+    async fn run(self, shutdown: CancellationToken) {
         tracing::info!(topic = %self.kafka.topic_to_process, group = %self.kafka.worker_group, "worker started");
         let mut backoff = Backoff::new();
         let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
@@ -101,6 +149,9 @@ impl Worker {
                     _ => break,
                 }
             }
+            for record in &batch {
+                self.marks.received(record.partition(), record.offset());
+            }
             if !self.process(&batch, &shutdown).await {
                 tracing::info!(
                     records = batch.len(),
@@ -109,12 +160,16 @@ impl Worker {
                 break;
             }
             for record in &batch {
-                if let Err(e) =
-                    self.consumer
-                        .store_offset(record.topic(), record.partition(), record.offset())
-                {
+                match self.consumer.store_offset(
+                    record.topic(),
+                    record.partition(),
+                    record.offset(),
+                ) {
+                    Ok(()) => self.marks.processed(record.partition(), record.offset()),
                     // Partition revoked by a rebalance: its new owner replays the record.
-                    tracing::debug!(error = %Chain(&e), partition = record.partition(), offset = record.offset(), "offset not stored");
+                    Err(e) => {
+                        tracing::debug!(error = %Chain(&e), partition = record.partition(), offset = record.offset(), "offset not stored")
+                    }
                 }
             }
         }
@@ -158,26 +213,31 @@ impl Worker {
     /// Processes one batch completely. Returns false only when shutdown
     /// interrupted a retry, in which case nothing of the batch may be committed.
     async fn process(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
-        let mut good: Vec<Message> = Vec::with_capacity(batch.len());
+        let mut records: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
+        let mut messages: Vec<Message> = Vec::with_capacity(batch.len());
         for record in batch {
             match message::decode(record.payload()) {
-                Ok(m) => good.push(m),
+                Ok(m) => {
+                    records.push(record);
+                    messages.push(m);
+                }
                 Err(e) => {
-                    if !self.dead_letter(record, &e, shutdown).await {
+                    let reason = Chain(&e).to_string();
+                    if !self
+                        .dead_letter(record, Cause::Undecodable, reason, shutdown)
+                        .await
+                    {
                         return false;
                     }
                 }
             }
         }
-        if good.is_empty() {
+        if messages.is_empty() {
             return true;
         }
 
         let started = std::time::Instant::now();
-        let store = &self.store;
-        let Some(persisted) =
-            retry::until_ok("persist batch", shutdown, || store.persist(&good)).await
-        else {
+        let Some(persisted) = self.persist_isolating(&records, &messages, shutdown).await else {
             return false;
         };
         let persist_ms = started.elapsed().as_millis() as u64;
@@ -190,7 +250,8 @@ impl Worker {
             let payload = message::encode_sequenced(s);
             async move {
                 retry::until_ok("republish", shutdown, || {
-                    self.producer.send(topic, &s.message.user_id, &payload, &[])
+                    self.producer
+                        .send(topic, s.message.user_id.as_bytes(), &payload, &[])
                 })
                 .await
                 .is_some()
@@ -202,6 +263,7 @@ impl Worker {
             .all(|ok| ok);
         tracing::debug!(
             records = batch.len(),
+            first_seq = persisted.first().map(|s| s.seq),
             last_seq = persisted.last().map(|s| s.seq),
             persist_ms,
             total_ms = started.elapsed().as_millis() as u64,
@@ -210,33 +272,106 @@ impl Worker {
         ok
     }
 
-    /// Sends an unprocessable record to the dead-letter topic with the reason.
+    /// Persists `messages` (decoded from `records`, index for index) in order.
+    /// A transaction that fails permanently is split in halves until the
+    /// message at fault fails alone; that one is dead-lettered, the others
+    /// are stored. `None` when shutdown interrupted a retry.
+    async fn persist_isolating(
+        &self,
+        records: &[&OwnedMessage],
+        messages: &[Message],
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Sequenced>> {
+        let mut persisted = Vec::with_capacity(messages.len());
+        // Ranges still to store, the next one last: taking from the end in
+        // this order keeps the messages in their order.
+        let mut todo: Vec<Range<usize>> = Vec::with_capacity(8);
+        todo.push(0..messages.len());
+        while let Some(range) = todo.pop() {
+            match self
+                .persist_retrying(&messages[range.clone()], shutdown)
+                .await?
+            {
+                Ok(stored) => persisted.extend(stored),
+                Err(e) if range.len() == 1 => {
+                    let record = records[range.start];
+                    let reason = e.brief();
+                    if !self
+                        .dead_letter(record, Cause::RejectedByDatabase, reason, shutdown)
+                        .await
+                    {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        records = range.len(),
+                        partition = records[range.start].partition(),
+                        first_offset = records[range.start].offset(),
+                        error = %e.brief(),
+                        "the database rejected a batch; splitting it to find the record at fault"
+                    );
+                    let middle = range.start + range.len() / 2;
+                    todo.push(middle..range.end);
+                    todo.push(range.start..middle);
+                }
+            }
+        }
+        Some(persisted)
+    }
+
+    /// One transaction for `messages`, retried until it succeeds or fails
+    /// permanently. `None` when shutdown interrupted a retry.
+    async fn persist_retrying(
+        &self,
+        messages: &[Message],
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Vec<Sequenced>, StoreError>> {
+        let mut backoff = Backoff::new();
+        let mut conflicts = 0u32;
+        loop {
+            let e = match self.store.persist(messages).await {
+                Ok(stored) => return Some(Ok(stored)),
+                Err(e) => e,
+            };
+            match e.failure() {
+                Failure::Permanent => return Some(Err(e)),
+                Failure::Conflict if conflicts < QUICK_CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    tracing::debug!(attempt = conflicts, error = %e.brief(), "write conflict; retrying");
+                    // A few jittered milliseconds, so the writers that collided do not collide again.
+                    let jitter = Duration::from_millis(rand::rng().random_range(1..=10));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(jitter) => {}
+                    }
+                }
+                Failure::Conflict | Failure::Transient => {
+                    tracing::warn!(records = messages.len(), error = %e.brief(), "could not persist a batch; retrying with backoff");
+                    if !backoff.wait(shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a record that can never be processed to the dead-letter topic.
     async fn dead_letter(
         &self,
         record: &OwnedMessage,
-        reason: &message::DecodeError,
+        cause: Cause,
+        reason: String,
         shutdown: &CancellationToken,
     ) -> bool {
-        let reason = Chain(reason).to_string();
-        tracing::warn!(partition = record.partition(), offset = record.offset(), %reason, "dead-lettering record");
-        let key = record
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
-        let payload = record.payload().unwrap_or_default();
-        let partition = record.partition().to_string();
-        let offset = record.offset().to_string();
-        let headers = [
-            ("dead-letter-reason", reason.as_str()),
-            ("source-topic", record.topic()),
-            ("source-partition", partition.as_str()),
-            ("source-offset", offset.as_str()),
-        ];
-        retry::until_ok("dead-letter", shutdown, || {
-            self.producer
-                .send(&self.kafka.topic_dead_letter, &key, payload, &headers)
-        })
+        dead_letter::send(
+            &self.producer,
+            &self.kafka.topic_dead_letter,
+            record,
+            cause,
+            &reason,
+            shutdown,
+        )
         .await
-        .is_some()
     }
 }

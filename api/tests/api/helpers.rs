@@ -220,13 +220,29 @@ impl TestEnv {
         id
     }
 
-    /// A producer straight to the test's topics, as another client of the broker.
+    /// A producer straight to the test's topics, as another client of the
+    /// broker; it accepts records of up to 4 MB, more than ours would.
     pub fn raw_producer(&self) -> FutureProducer {
         ClientConfig::new()
             .set("bootstrap.servers", brokers())
             .set("linger.ms", "0")
+            .set("message.max.bytes", "4000000")
             .create()
             .expect("producer")
+    }
+
+    /// The settings of an api in this environment (topic names and all).
+    pub fn settings(&self) -> Settings {
+        Settings::from_vars(&self.vars(&[])).expect("valid test settings")
+    }
+
+    /// Every record of the dead-letter topic, read with the operator's tool.
+    pub async fn dead_letters(&self) -> Vec<feed_api::dead_letter::DeadLetter> {
+        let kafka = self.settings().kafka;
+        tokio::task::spawn_blocking(move || feed_api::dead_letter::list(&kafka, 1 << 20))
+            .await
+            .expect("join")
+            .expect("the dead-letter topic can be read")
     }
 
     pub async fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {

@@ -9,6 +9,7 @@ mod feed;
 mod health;
 mod helpers;
 mod pages;
+mod poison;
 mod post;
 mod process;
 mod worker;

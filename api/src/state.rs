@@ -1,0 +1,23 @@
+//! What every request handler shares: settings, the store, the producer,
+//! the broadcaster, the worker's monitor and the shutdown token. Built once
+//! by [`crate::startup::Application::build`].
+
+use tokio_util::sync::CancellationToken;
+
+use crate::broadcast::Broadcaster;
+use crate::config::Settings;
+use crate::kafka::Producer;
+use crate::store::Store;
+use crate::worker;
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Store,
+    pub producer: Producer,
+    pub broadcaster: Broadcaster,
+    /// The worker's progress, if this instance runs one.
+    pub worker: Option<worker::Monitor>,
+    /// Fires when the process shuts down; feed streams end on it.
+    pub shutdown: CancellationToken,
+}
