@@ -62,8 +62,7 @@ pub struct KafkaSettings {
     /// `linger.ms` of the producer (`KAFKA_LINGER_MS`), 5 ms by default as in
     /// librdkafka and Kafka 4. A lone POST waits up to this long for company;
     /// under load the larger batches mean fewer produce requests, which is
-    /// what the broker spends its CPU on (with Tansu at 5,000 posts/s: POST
-    /// p99 83 ms with 0, 41 ms with 5).
+    /// what the broker spends its CPU on (docs/PERFORMANCE.md).
     pub linger_ms: u32,
     /// `fetch.wait.max.ms` of consumers (`KAFKA_FETCH_WAIT_MAX_MS`): the upper
     /// bound a quiet partition adds to end-to-end latency.
@@ -72,8 +71,8 @@ pub struct KafkaSettings {
     /// default: the pipeline is idempotent end to end without it (the worker
     /// drops a message id it has stored, broadcasters drop a `seq` they have
     /// released), and librdkafka 2.12's idempotent producer both caps each
-    /// partition at 5 messages in flight and busy-polls while it waits, which
-    /// cost a whole core at 5,000 posts/s.
+    /// partition at 5 messages in flight and busy-polls while it waits
+    /// (docs/PERFORMANCE.md).
     pub idempotence: bool,
     /// `max.in.flight.requests.per.connection` of the producer
     /// (`KAFKA_MAX_IN_FLIGHT`). Bounded so that records queue up in

@@ -1,4 +1,6 @@
-//! The error body every endpoint uses: `{"error": "<code>", "message": "..."}`.
+//! The error body every endpoint uses: `{"error": "<code>", "message": "..."}`,
+//! and the one list of codes ([`ErrorCode`]) that docs/API.md documents (a
+//! test below keeps the two in step).
 //!
 //! Handlers define their own error enums (validation vs. unexpected) and turn
 //! them into this shape; internals are logged with their cause chain and never
@@ -10,6 +12,63 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
 
+/// Every value of the `error` field a client can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    InvalidBody,
+    MalformedJson,
+    UnknownField,
+    MissingField,
+    InvalidType,
+    InvalidField,
+    QueueUnavailable,
+    InvalidQuery,
+    DatabaseUnavailable,
+    ShuttingDown,
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidBody,
+        ErrorCode::MalformedJson,
+        ErrorCode::UnknownField,
+        ErrorCode::MissingField,
+        ErrorCode::InvalidType,
+        ErrorCode::InvalidField,
+        ErrorCode::QueueUnavailable,
+        ErrorCode::InvalidQuery,
+        ErrorCode::DatabaseUnavailable,
+        ErrorCode::ShuttingDown,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::NotFound,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::UnknownField => "unknown_field",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidType => "invalid_type",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::QueueUnavailable => "queue_unavailable",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NotFound => "not_found",
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -19,19 +78,19 @@ struct ErrorBody<'a> {
 }
 
 /// A JSON error response.
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+pub fn json_error(status: StatusCode, code: ErrorCode, message: &str) -> HttpResponse {
     json_error_builder(HttpResponseBuilder::new(status), code, message, None)
 }
 
 /// A JSON error response on a builder that may carry extra headers.
 pub fn json_error_builder(
     mut builder: HttpResponseBuilder,
-    code: &str,
+    code: ErrorCode,
     message: &str,
     field: Option<&str>,
 ) -> HttpResponse {
     builder.json(ErrorBody {
-        error: code,
+        error: code.as_str(),
         message,
         field,
     })
@@ -52,5 +111,29 @@ impl fmt::Display for Chain<'_> {
             source = cause.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_is_in_the_api_docs() {
+        let doc = include_str!("../../docs/API.md");
+        let table = doc
+            .split("## Error codes")
+            .nth(1)
+            .expect("docs/API.md has an \"Error codes\" section");
+        for code in ErrorCode::ALL {
+            let row = format!("| `{}` |", code.as_str());
+            assert!(
+                table.contains(&row),
+                "{} is missing from docs/API.md's error codes",
+                code.as_str()
+            );
+        }
+        let rows = table.lines().filter(|l| l.starts_with("| `")).count();
+        assert!(rows >= ErrorCode::ALL.len());
     }
 }

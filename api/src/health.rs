@@ -1,5 +1,5 @@
 //! `GET /api/health` (liveness, no dependencies) and `GET /api/ready`
-//! (database and broker both answer), SPEC §5.
+//! (database and broker both answer); docs/API.md.
 //!
 //! Readiness also reports the worker's partitions and the broadcaster's
 //! state, without failing on them: a stalled partition is one partition's

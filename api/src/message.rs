@@ -1,5 +1,6 @@
-//! The one domain type, a posted message, with the rules of SPEC §1 and its
-//! wire form on Kafka.
+//! The domain: a posted message, its two validated parts ([`UserId`],
+//! [`Content`]: parse, don't validate, so the rules of docs/API.md live
+//! here and nowhere else), and its wire form on Kafka.
 //!
 //! A message gets its identity (`id`, `created_at`) at the API, before it is
 //! queued. Everything downstream keys on that id, which is what turns the
@@ -14,12 +15,60 @@ pub const USER_ID_MAX: usize = 64;
 /// Longest `content`, in Unicode scalar values after trimming.
 pub const CONTENT_MAX: usize = 280;
 
+/// Who posted: 1 to 64 of `A-Z a-z 0-9 _ . -`. Only [`UserId::parse`]
+/// builds one from outside input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(user_id: &str) -> Result<Self, FieldError> {
+        validate_user_id(user_id)?;
+        Ok(UserId(user_id.to_owned()))
+    }
+
+    /// A value read back from the database, where only parsed values are written.
+    pub(crate) fn stored(user_id: String) -> Self {
+        UserId(user_id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What was posted: 1 to 280 characters after trimming, no control
+/// characters but newline and tab. Only [`Content::parse`] builds one from
+/// outside input; it trims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content(String);
+
+impl Content {
+    pub fn parse(content: &str) -> Result<Self, FieldError> {
+        validate_content(content).map(Content)
+    }
+
+    /// A value read back from the database, where only parsed values are written.
+    pub(crate) fn stored(content: String) -> Self {
+        Content(content)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A message as it travels through the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub id: Uuid,
-    pub user_id: String,
-    pub content: String,
+    pub user_id: UserId,
+    pub content: Content,
     /// Millisecond precision, so the value survives every hop unchanged.
     pub created_at: DateTime<Utc>,
 }
@@ -47,8 +96,8 @@ fn field_error(field: &'static str, reason: impl Into<String>) -> FieldError {
     }
 }
 
-/// Checks a `user_id` against SPEC §1: 1 to 64 of `A-Z a-z 0-9 _ . -`.
-pub fn validate_user_id(user_id: &str) -> Result<(), FieldError> {
+/// Checks a `user_id`: 1 to 64 of `A-Z a-z 0-9 _ . -`.
+fn validate_user_id(user_id: &str) -> Result<(), FieldError> {
     if user_id.is_empty() {
         return Err(field_error("user_id", "must not be empty"));
     }
@@ -70,8 +119,8 @@ pub fn validate_user_id(user_id: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Checks `content` against SPEC §1 and returns it trimmed.
-pub fn validate_content(content: &str) -> Result<String, FieldError> {
+/// Checks `content` and returns it trimmed.
+fn validate_content(content: &str) -> Result<String, FieldError> {
     let trimmed = content.trim();
     if trimmed.is_empty() {
         return Err(field_error(
@@ -104,12 +153,10 @@ pub fn validate_content(content: &str) -> Result<String, FieldError> {
 impl Message {
     /// Validates a post and gives it its identity.
     pub fn new(user_id: &str, content: &str) -> Result<Self, FieldError> {
-        validate_user_id(user_id)?;
-        let content = validate_content(content)?;
         Ok(Message {
             id: Uuid::new_v4(),
-            user_id: user_id.to_owned(),
-            content,
+            user_id: UserId::parse(user_id)?,
+            content: Content::parse(content)?,
             created_at: now_millis(),
         })
     }
@@ -118,8 +165,8 @@ impl Message {
     pub fn to_public_json(&self) -> PublicMessage<'_> {
         PublicMessage {
             id: self.id,
-            user_id: &self.user_id,
-            content: &self.content,
+            user_id: self.user_id.as_str(),
+            content: self.content.as_str(),
             created_at: format_time(self.created_at),
         }
     }
@@ -193,8 +240,8 @@ fn encode_envelope(m: &Message, seq: Option<i64>) -> Vec<u8> {
         kind: ENVELOPE_TYPE.to_owned(),
         version: ENVELOPE_VERSION,
         id: m.id,
-        user_id: m.user_id.clone(),
-        content: m.content.clone(),
+        user_id: m.user_id.as_str().to_owned(),
+        content: m.content.as_str().to_owned(),
         created_at: m.created_at,
         seq,
     };
@@ -214,13 +261,11 @@ fn decode_envelope(payload: Option<&[u8]>) -> Result<(Message, Option<i64>), Dec
         });
     }
     // The API validated already; re-checking keeps records from elsewhere out of the table.
-    validate_user_id(&e.user_id)?;
-    let content = validate_content(&e.content)?;
     Ok((
         Message {
             id: e.id,
-            user_id: e.user_id,
-            content,
+            user_id: UserId::parse(&e.user_id)?,
+            content: Content::parse(&e.content)?,
             created_at: e.created_at,
         },
         e.seq,

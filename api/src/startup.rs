@@ -4,7 +4,7 @@
 //! migrations, creates missing topics, starts the worker and the broadcaster
 //! and binds the HTTP listener (port 0 picks a free port, as tests do).
 //! [`Application::run_until_stopped`] serves until a shutdown signal, then
-//! stops in the order SPEC §7 asks for: stop accepting and finish in-flight
+//! stops in this order (docs/ARCHITECTURE.md, "Shutdown"): stop accepting and finish in-flight
 //! requests, end feed streams, let the worker finish its batch and commit,
 //! flush the producer.
 
@@ -13,14 +13,15 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::http::header;
+use actix_web::{guard, web, App, HttpResponse, HttpServer, Route};
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broadcast::{self, Broadcaster};
+use crate::broadcast;
 use crate::config::Settings;
-use crate::error::{json_error, Chain};
+use crate::error::{json_error, json_error_builder, Chain, ErrorCode};
 use crate::kafka::{self, Producer};
 use crate::retry::{self, GaveUp};
 use crate::state::AppState;
@@ -28,7 +29,7 @@ use crate::store::Store;
 use crate::worker;
 use crate::{feed, health, ingest};
 
-/// Total time a graceful shutdown may take (SPEC §7 asks for 10 s).
+/// Total time a graceful shutdown may take: the process is out within 10 s.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
 
 /// How long start-up waits for the database and the broker to answer.
@@ -66,22 +67,13 @@ impl Application {
                 .context("could not set HTTP_SEND_BUFFER_BYTES")?;
         }
 
-        let broadcaster = Broadcaster::new(settings.feed.client_buffer);
-        let (consumer, last_seq) = wait_for("broadcaster position", &shutdown, || {
+        let position = wait_for("broadcaster position", &shutdown, || {
             broadcast::position(&settings.kafka, &store)
         })
         .await?;
-        let mut tasks = vec![(
-            "broadcaster",
-            tokio::spawn(broadcast::run(
-                broadcaster.clone(),
-                consumer,
-                last_seq,
-                store.clone(),
-                settings.feed.gap_grace,
-                shutdown.clone(),
-            )),
-        )];
+        let (broadcaster, broadcasting) =
+            broadcast::spawn(position, &settings.feed, store.clone(), shutdown.clone());
+        let mut tasks = vec![("broadcaster", broadcasting)];
         let worker = if settings.worker.enabled {
             let (monitor, task) = worker::spawn(
                 &settings.kafka,
@@ -111,11 +103,7 @@ impl Application {
             App::new()
                 .app_data(app_state.clone())
                 .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("http"))
-                .route("/api/messages", web::post().to(ingest::post_message))
-                .route("/api/messages", web::get().to(feed::pages::list_messages))
-                .route("/api/feed", web::get().to(feed::feed))
-                .route("/api/health", web::get().to(health::health))
-                .route("/api/ready", web::get().to(health::ready))
+                .configure(routes)
                 .default_service(web::to(not_found))
         })
         .listen(listener)?
@@ -162,7 +150,7 @@ impl Application {
             }
         }
         let started = Instant::now();
-        // SPEC §7: out within 10 s. Everything below shares this budget.
+        // Out within 10 s: everything below shares this budget.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         if !server_done {
             // No new connections from here on: a feed client that reconnects
@@ -202,10 +190,44 @@ impl Application {
     }
 }
 
+/// Every endpoint. A known path asked with another method answers `405`
+/// with `Allow`; `HEAD` works wherever `GET` does (actix sends no body).
+fn routes(cfg: &mut web::ServiceConfig) {
+    let get = |route: Route| route.guard(guard::Any(guard::Get()).or(guard::Head()));
+    cfg.service(
+        web::resource("/api/messages")
+            .route(web::post().to(ingest::post_message))
+            .route(get(web::to(feed::pages::list_messages)))
+            .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
+    );
+    for (path, handler) in [
+        ("/api/feed", web::to(feed::feed)),
+        ("/api/health", web::to(health::health)),
+        ("/api/ready", web::to(health::ready)),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(get(handler))
+                .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
+        );
+    }
+}
+
+async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut builder = HttpResponse::MethodNotAllowed();
+    builder.insert_header((header::ALLOW, allow));
+    json_error_builder(
+        builder,
+        ErrorCode::MethodNotAllowed,
+        &format!("this endpoint answers {allow}"),
+        None,
+    )
+}
+
 async fn not_found() -> HttpResponse {
     json_error(
         actix_web::http::StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such endpoint",
     )
 }

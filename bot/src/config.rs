@@ -1,4 +1,4 @@
-//! Bot settings from the environment (SPEC §6).
+//! Bot settings from the environment (docs/CONFIGURATION.md).
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -106,7 +106,7 @@ fn pick<R: Rng + ?Sized>(rng: &mut R, words: &'static [&'static str]) -> &'stati
     words.choose(rng).copied().unwrap_or_default()
 }
 
-/// One tweet: always valid under SPEC §1 (1 to 280 characters, no control characters).
+/// One tweet: always valid under the API's rules (docs/API.md: 1 to 280 characters, no control characters).
 pub fn tweet<R: Rng + ?Sized>(rng: &mut R) -> String {
     let mut text = match rng.random_range(0..4) {
         0 => format!(

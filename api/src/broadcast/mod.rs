@@ -27,10 +27,11 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaSettings;
+use crate::config::{FeedSettings, KafkaSettings};
 use crate::cursor;
 use crate::error::Chain;
 use crate::message::{self, Sequenced};
@@ -124,14 +125,17 @@ impl Broadcaster {
     }
 }
 
-/// A consumer positioned at the current end of every partition of
-/// `events-processed`, and the highest sequence number already committed at
-/// that moment. Everything committed later is published at or after those
-/// positions, so nothing falls between the two.
-pub async fn position(
-    settings: &KafkaSettings,
-    store: &Store,
-) -> Result<(StreamConsumer, i64), StartError> {
+/// Where a broadcaster starts: a consumer positioned at the current end of
+/// every partition of `events-processed`, and the highest sequence number
+/// already committed at that moment. Everything committed later is published
+/// at or after those positions, so nothing falls between the two.
+pub struct Position {
+    consumer: StreamConsumer,
+    start_after: i64,
+}
+
+/// Takes the [`Position`]; fails while the broker or the database is not there.
+pub async fn position(settings: &KafkaSettings, store: &Store) -> Result<Position, StartError> {
     // A group id of our own that is never joined nor committed: `assign` does not use it.
     let group = format!("feed-broadcaster-{}", uuid::Uuid::new_v4());
     let mut config = crate::kafka::consumer_config(settings, &group);
@@ -161,7 +165,10 @@ pub async fn position(
     .await
     .map_err(|_| StartError::Canceled)??;
     let last = store.max_seq().await?;
-    Ok((consumer, last))
+    Ok(Position {
+        consumer,
+        start_after: last,
+    })
 }
 
 /// Why the broadcaster could not start.
@@ -177,94 +184,126 @@ pub enum StartError {
     Canceled,
 }
 
-/// Reads `events-processed` and releases messages in order until shutdown.
-pub async fn run(
+/// Starts the broadcaster at `position`; it runs until `shutdown` fires.
+/// Returns the fan-out point the feed handlers subscribe to and the task to
+/// await at shutdown.
+pub fn spawn(
+    position: Position,
+    settings: &FeedSettings,
+    store: Store,
+    shutdown: CancellationToken,
+) -> (Broadcaster, JoinHandle<()>) {
+    let broadcaster = Broadcaster::new(settings.client_buffer);
+    let task = Broadcasting {
+        broadcaster: broadcaster.clone(),
+        position,
+        store,
+        gap_grace: settings.gap_grace,
+    };
+    (broadcaster, tokio::spawn(task.run(shutdown)))
+}
+
+/// Everything the broadcaster loop needs.
+struct Broadcasting {
     broadcaster: Broadcaster,
-    consumer: StreamConsumer,
-    start_after: i64,
+    position: Position,
     store: Store,
     gap_grace: Duration,
-    shutdown: CancellationToken,
-) {
-    broadcaster.released.store(start_after, Ordering::Release);
-    let mut sequencer = Sequencer::new(start_after);
-    let mut gap_deadline: Option<Instant> = None;
-    let mut backoff = Backoff::new();
-    tracing::info!(after_seq = start_after, "broadcaster started");
-    loop {
-        let wait_gap = async {
-            match gap_deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = wait_gap => {
-                let Some((after, first_held)) = sequencer.gap() else {
-                    gap_deadline = None;
-                    continue;
-                };
-                match store.through(after, first_held).await {
-                    Ok(rows) => {
-                        tracing::debug!(after, first_held, rows = rows.len(), "filled a gap from the database");
-                        let (released, dropped) = sequencer.fill(rows, first_held);
-                        for s in released {
-                            broadcaster.release(&s);
+}
+
+impl Broadcasting {
+    /// Reads `events-processed` and releases messages in order until shutdown.
+    async fn run(self, shutdown: CancellationToken) {
+        let Broadcasting {
+            broadcaster,
+            position:
+                Position {
+                    consumer,
+                    start_after,
+                },
+            store,
+            gap_grace,
+        } = self;
+        broadcaster.released.store(start_after, Ordering::Release);
+        let mut sequencer = Sequencer::new(start_after);
+        let mut gap_deadline: Option<Instant> = None;
+        let mut backoff = Backoff::new();
+        tracing::info!(after_seq = start_after, "broadcaster started");
+        loop {
+            let wait_gap = async {
+                match gap_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wait_gap => {
+                    let Some((after, first_held)) = sequencer.gap() else {
+                        gap_deadline = None;
+                        continue;
+                    };
+                    match store.through(after, first_held).await {
+                        Ok(rows) => {
+                            tracing::debug!(after, first_held, rows = rows.len(), "filled a gap from the database");
+                            let (released, dropped) = sequencer.fill(rows, first_held);
+                            for s in released {
+                                broadcaster.release(&s);
+                            }
+                            for s in dropped {
+                                broadcaster.dropped.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(
+                                    seq = s.seq,
+                                    id = %s.message.id,
+                                    last_released = broadcaster.last_released(),
+                                    "a record on the processed topic has a sequence number the database never committed; dropped"
+                                );
+                            }
+                            backoff.reset();
+                            gap_deadline = sequencer.gap().map(|_| Instant::now() + gap_grace);
                         }
-                        for s in dropped {
-                            broadcaster.dropped.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(
-                                seq = s.seq,
-                                id = %s.message.id,
-                                last_released = broadcaster.last_released(),
-                                "a record on the processed topic has a sequence number the database never committed; dropped"
-                            );
+                        Err(e) => {
+                            tracing::warn!(after, first_held, error = %Chain(&e), "could not fill a gap from the database; retrying");
+                            if !backoff.wait(&shutdown).await {
+                                break;
+                            }
                         }
-                        backoff.reset();
-                        gap_deadline = sequencer.gap().map(|_| Instant::now() + gap_grace);
                     }
+                    broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
+                }
+                received = consumer.recv() => match received {
+                    Ok(record) => match message::decode_sequenced(record.payload()) {
+                        Ok(s) => {
+                            for s in sequencer.offer(s) {
+                                broadcaster.release(&s);
+                            }
+                            gap_deadline = match (sequencer.gap(), gap_deadline) {
+                                (None, _) => None,
+                                (Some(_), Some(at)) => Some(at),
+                                (Some(_), None) if sequencer.pending_len() > sequencer::MAX_PENDING => Some(Instant::now()),
+                                (Some(_), None) => Some(Instant::now() + gap_grace),
+                            };
+                            broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::error!(
+                            partition = record.partition(),
+                            offset = record.offset(),
+                            error = %Chain(&e),
+                            "undecodable record on the processed topic; skipped"
+                        ),
+                    },
                     Err(e) => {
-                        tracing::warn!(after, first_held, error = %Chain(&e), "could not fill a gap from the database; retrying");
+                        tracing::warn!(error = %Chain(&e), "broadcaster could not consume; retrying");
                         if !backoff.wait(&shutdown).await {
                             break;
                         }
                     }
-                }
-                broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
-            }
-            received = consumer.recv() => match received {
-                Ok(record) => match message::decode_sequenced(record.payload()) {
-                    Ok(s) => {
-                        for s in sequencer.offer(s) {
-                            broadcaster.release(&s);
-                        }
-                        gap_deadline = match (sequencer.gap(), gap_deadline) {
-                            (None, _) => None,
-                            (Some(_), Some(at)) => Some(at),
-                            (Some(_), None) if sequencer.pending_len() > sequencer::MAX_PENDING => Some(Instant::now()),
-                            (Some(_), None) => Some(Instant::now() + gap_grace),
-                        };
-                        broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
-                    }
-                    Err(e) => tracing::error!(
-                        partition = record.partition(),
-                        offset = record.offset(),
-                        error = %Chain(&e),
-                        "undecodable record on the processed topic; skipped"
-                    ),
                 },
-                Err(e) => {
-                    tracing::warn!(error = %Chain(&e), "broadcaster could not consume; retrying");
-                    if !backoff.wait(&shutdown).await {
-                        break;
-                    }
-                }
-            },
+            }
         }
+        tracing::info!(
+            last_seq = broadcaster.last_released(),
+            "broadcaster stopped"
+        );
     }
-    tracing::info!(
-        last_seq = broadcaster.last_released(),
-        "broadcaster stopped"
-    );
 }

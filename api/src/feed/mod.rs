@@ -1,4 +1,4 @@
-//! `GET /api/feed` (SPEC §3): a Server-Sent Events stream of history, then
+//! `GET /api/feed` (docs/API.md): a Server-Sent Events stream of history, then
 //! live messages, resumable with `Last-Event-ID`.
 //!
 //! The seam between history and live is closed by ordering: the handler
@@ -25,14 +25,15 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use actix_web_lab::sse::{self, Sse};
 use serde_json::json;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::broadcast::FeedEvent;
 use crate::cursor;
-use crate::error::{json_error_builder, Chain, RETRY_AFTER_SECS};
-use crate::message::Sequenced;
+use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
+use crate::message::{Sequenced, UserId};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
@@ -66,9 +67,9 @@ impl ResponseError for ReadError {
             ReadError::Query(e) => (e.code(), Some(e.field)),
             ReadError::Unavailable(cause) => {
                 tracing::warn!(error = %Chain(cause), "read answered 503: database unavailable");
-                ("database_unavailable", None)
+                (ErrorCode::DatabaseUnavailable, None)
             }
-            ReadError::ShuttingDown => ("shutting_down", None),
+            ReadError::ShuttingDown => (ErrorCode::ShuttingDown, None),
         };
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
@@ -85,14 +86,14 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     let feed = &state.settings.feed;
     let store = &state.store;
-    let user = q.user_id.as_deref();
+    let user = q.user_id.as_ref();
 
     // Subscribe first, read the database second: see the module docs.
     // `live_from` is read before subscribing: everything released after it
     // is in the ring or in the rows read below.
     let live_from = state.broadcaster.last_released();
     let rx = state.broadcaster.subscribe();
-    let mut start = Start::default();
+    let mut pending = Pending::default();
     let mut fresh = true;
     if let Some(after) = q.last_event_id {
         let max = store.max_seq().await.map_err(ReadError::Unavailable)?;
@@ -110,15 +111,15 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             None
         };
         match reset {
-            Some((reason, message)) => start.events.push_back(reset_event(reason, message)),
+            Some((reason, message)) => pending.events.push_back(reset_event(reason, message)),
             None => {
                 fresh = false;
-                start.last_sent = after;
+                pending.last_sent = after;
                 let rows = store
                     .after(after, PAGE, user)
                     .await
                     .map_err(ReadError::Unavailable)?;
-                start.push_page(rows);
+                pending.push_page(rows);
             }
         }
     }
@@ -129,22 +130,20 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
                 .latest(history, user)
                 .await
                 .map_err(ReadError::Unavailable)?;
-            start.push_rows(rows);
+            pending.push_rows(rows);
         }
     }
     tracing::debug!(
         user_id = ?q.user_id,
         resume_from = ?q.last_event_id,
-        backlog = start.events.len(),
+        backlog = pending.events.len(),
         clients = state.broadcaster.clients(),
         "feed client connected"
     );
 
     let stream = FeedStream {
         rx,
-        events: start.events,
-        catch_up: start.catch_up,
-        last_sent: start.last_sent,
+        pending,
         live_from,
         user_id: q.user_id,
         store: state.store.clone(),
@@ -163,15 +162,18 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .body(body))
 }
 
-/// What a stream sends before it goes live.
+/// What a stream has still to send before it goes live, and how far it has got.
 #[derive(Default)]
-struct Start {
+struct Pending {
+    /// Events ready to send (reset notice, history, a catch-up page).
     events: VecDeque<sse::Event>,
+    /// `Some(seq)`: more catch-up rows after `seq` may be in the database.
     catch_up: Option<i64>,
+    /// Highest sequence number sent; live events at or below it are skipped.
     last_sent: i64,
 }
 
-impl Start {
+impl Pending {
     fn push_rows(&mut self, rows: Vec<Sequenced>) {
         for row in rows {
             self.last_sent = row.seq;
@@ -202,24 +204,18 @@ fn reset_event(reason: &str, message: &str) -> sse::Event {
 
 /// One client's position in the feed.
 struct FeedStream {
-    rx: broadcast::Receiver<Arc<FeedEvent>>,
-    /// Events ready to send (reset notice, history, a catch-up page).
-    events: VecDeque<sse::Event>,
-    /// `Some(seq)`: more catch-up rows after `seq` may be in the database.
-    catch_up: Option<i64>,
-    /// Highest sequence number sent; live events at or below it are skipped.
-    last_sent: i64,
+    rx: Receiver<Arc<FeedEvent>>,
+    pending: Pending,
     /// The broadcaster's position when this client subscribed. Once the
     /// database reads are done the client is at least this far, even if no
     /// message was sent (history=0, or a filter that matched nothing).
     live_from: i64,
-    user_id: Option<String>,
+    user_id: Option<UserId>,
     store: Store,
     heartbeat: Duration,
     /// When to check for silence. It is not re-armed on every event (a timer
-    /// per event per client, and a cancellation waiter registered per event
-    /// below, were about 2% of the api's CPU with 10,000 clients): it fires
-    /// at most once per `heartbeat` and compares with `last_write`.
+    /// per event per client showed in profiles; docs/PERFORMANCE.md): it
+    /// fires at most once per `heartbeat` and compares with `last_write`.
     idle_deadline: Pin<Box<Sleep>>,
     last_write: Instant,
     /// Registered once per stream rather than once per event.
@@ -243,25 +239,15 @@ impl FeedStream {
             return None;
         }
         loop {
-            if let Some(event) = self.events.pop_front() {
+            if let Some(event) = self.pending.events.pop_front() {
                 return Some(event);
             }
-            let Some(after) = self.catch_up else {
-                self.last_sent = self.last_sent.max(self.live_from);
+            let Some(after) = self.pending.catch_up else {
+                self.pending.last_sent = self.pending.last_sent.max(self.live_from);
                 break;
             };
-            match self.store.after(after, PAGE, self.user_id.as_deref()).await {
-                Ok(rows) => {
-                    let mut start = Start {
-                        events: std::mem::take(&mut self.events),
-                        catch_up: None,
-                        last_sent: self.last_sent,
-                    };
-                    start.push_page(rows);
-                    self.events = start.events;
-                    self.catch_up = start.catch_up;
-                    self.last_sent = start.last_sent;
-                }
+            match self.store.after(after, PAGE, self.user_id.as_ref()).await {
+                Ok(rows) => self.pending.push_page(rows),
                 Err(e) => {
                     // The client reconnects with its last cursor and resumes.
                     tracing::warn!(error = %Chain(&e), "feed catch-up failed; ending the stream");
@@ -275,27 +261,27 @@ impl FeedStream {
                 _ = self.shutdown.as_mut() => return None,
                 received = self.rx.recv() => match received {
                     Ok(ev) => {
-                        if ev.seq <= self.last_sent {
+                        if ev.seq <= self.pending.last_sent {
                             continue;
                         }
-                        if self.user_id.as_deref().is_some_and(|u| u != &*ev.user_id) {
+                        if self.user_id.as_ref().is_some_and(|u| u.as_str() != &*ev.user_id) {
                             continue;
                         }
-                        self.last_sent = ev.seq;
+                        self.pending.last_sent = ev.seq;
                         return Some(message_event(&ev));
                     }
                     Err(RecvError::Lagged(missed)) => {
                         self.done = true;
-                        tracing::info!(missed, last_sent = self.last_sent, "feed client too slow; cutting it off");
+                        tracing::info!(missed, last_sent = self.pending.last_sent, "feed client too slow; cutting it off");
                         let data = json!({
                             "reason": "client_too_slow",
                             "message": "the client fell too far behind; reconnect with Last-Event-ID to resume",
-                            "last_event_id": cursor::encode(self.last_sent),
+                            "last_event_id": cursor::encode(self.pending.last_sent),
                         });
                         // The `id:` makes an EventSource reconnect from here by itself.
                         return Some(
                             sse::Data::new(data.to_string())
-                                .id(cursor::encode(self.last_sent))
+                                .id(cursor::encode(self.pending.last_sent))
                                 .event("lagged")
                                 .into(),
                         );

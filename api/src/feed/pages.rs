@@ -1,4 +1,4 @@
-//! `GET /api/messages?before=<cursor>&limit=N` (SPEC §4): pages of older
+//! `GET /api/messages?before=<cursor>&limit=N` (docs/API.md): pages of older
 //! messages, newest first, for clients that scroll back past the stream.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -37,7 +37,7 @@ pub async fn list_messages(
     let user = user_filter(&params)?;
     let rows = state
         .store
-        .page_before(before, limit, user.as_deref())
+        .page_before(before, limit, user.as_ref())
         .await
         .map_err(ReadError::Unavailable)?;
     let next_before = (rows.len() == limit as usize)

@@ -1,12 +1,13 @@
 //! Strict parsing of the feed's query parameters and `Last-Event-ID`:
-//! an invalid value is a 400, never a silent clamp (SPEC §8).
+//! an invalid value is a 400, never a silent clamp (docs/API.md).
 
 use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest};
 
 use crate::cursor;
-use crate::message::validate_user_id;
+use crate::error::ErrorCode;
+use crate::message::UserId;
 
 /// A rejected parameter.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +25,8 @@ impl QueryError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
-        "invalid_query"
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidQuery
     }
 }
 
@@ -33,7 +34,7 @@ impl QueryError {
 #[derive(Debug)]
 pub struct FeedQuery {
     pub history: Option<u32>,
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub last_event_id: Option<i64>,
 }
 
@@ -64,14 +65,10 @@ pub fn bounded(
 }
 
 /// Parses an optional `user_id` filter.
-pub fn user_filter(params: &HashMap<String, String>) -> Result<Option<String>, QueryError> {
+pub fn user_filter(params: &HashMap<String, String>) -> Result<Option<UserId>, QueryError> {
     params
         .get("user_id")
-        .map(|u| {
-            validate_user_id(u)
-                .map(|()| u.clone())
-                .map_err(|e| QueryError::new("user_id", e.reason))
-        })
+        .map(|u| UserId::parse(u).map_err(|e| QueryError::new("user_id", e.reason)))
         .transpose()
 }
 

@@ -1,4 +1,4 @@
-//! `POST /api/messages` (SPEC §1): validate, give the message its identity,
+//! `POST /api/messages` (docs/API.md): validate, give the message its identity,
 //! queue it on `events-to-process`, and answer 202 only once the broker has
 //! acknowledged it.
 //!
@@ -14,12 +14,12 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::{json_error_builder, Chain, RETRY_AFTER_SECS};
+use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
 use crate::kafka::{ProduceError, Producer};
 use crate::message::{self, FieldError, Message};
 use crate::state::AppState;
 
-/// Largest accepted body (SPEC §1).
+/// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Everything that can go wrong with a post.
@@ -48,18 +48,17 @@ pub enum PostError {
 }
 
 impl PostError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            PostError::UnsupportedMediaType => "unsupported_media_type",
-            PostError::TooLarge => "payload_too_large",
-            PostError::Body(_) => "invalid_body",
-            PostError::MalformedJson(_) => "malformed_json",
-            PostError::NotAnObject => "invalid_body",
-            PostError::UnknownField(_) => "unknown_field",
-            PostError::MissingField(_) => "missing_field",
-            PostError::WrongType(_) => "invalid_type",
-            PostError::Invalid(_) => "invalid_field",
-            PostError::Unavailable(_) => "queue_unavailable",
+            PostError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            PostError::TooLarge => ErrorCode::PayloadTooLarge,
+            PostError::Body(_) | PostError::NotAnObject => ErrorCode::InvalidBody,
+            PostError::MalformedJson(_) => ErrorCode::MalformedJson,
+            PostError::UnknownField(_) => ErrorCode::UnknownField,
+            PostError::MissingField(_) => ErrorCode::MissingField,
+            PostError::WrongType(_) => ErrorCode::InvalidType,
+            PostError::Invalid(_) => ErrorCode::InvalidField,
+            PostError::Unavailable(_) => ErrorCode::QueueUnavailable,
         }
     }
 
@@ -186,7 +185,7 @@ async fn queue(producer: &Producer, topic: &str, message: &Message) -> Result<()
     producer
         .send(
             topic,
-            message.user_id.as_bytes(),
+            message.user_id.as_str().as_bytes(),
             &message::encode(message),
             &[],
         )
@@ -202,8 +201,8 @@ mod tests {
     #[test]
     fn parse_accepts_a_valid_body() {
         let m = parse(br#"{"user_id":"alice","content":"  hi  "}"#).unwrap();
-        assert_eq!(m.user_id, "alice");
-        assert_eq!(m.content, "hi");
+        assert_eq!(m.user_id.as_str(), "alice");
+        assert_eq!(m.content.as_str(), "hi");
     }
 
     #[test]
@@ -218,7 +217,12 @@ mod tests {
         ];
         for (body, code) in cases {
             let err = parse(body).unwrap_err();
-            assert_eq!(err.code(), *code, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                err.code().as_str(),
+                *code,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
             assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
         }
     }

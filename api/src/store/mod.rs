@@ -17,7 +17,7 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use crate::config::DatabaseSettings;
-use crate::message::{Message, Sequenced};
+use crate::message::{Content, Message, Sequenced, UserId};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -283,7 +283,7 @@ impl Store {
     pub async fn latest(
         &self,
         limit: u32,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
     ) -> Result<Vec<Sequenced>, StoreError> {
         let mut rows = self.page_before(None, limit, user_id).await?;
         rows.reverse();
@@ -295,7 +295,7 @@ impl Store {
         &self,
         after: i64,
         limit: u32,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
     ) -> Result<Vec<Sequenced>, StoreError> {
         self.select("seq > $1", "seq", after, limit, user_id).await
     }
@@ -319,7 +319,7 @@ impl Store {
         &self,
         before: Option<i64>,
         limit: u32,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
     ) -> Result<Vec<Sequenced>, StoreError> {
         let before = before.unwrap_or(i64::MAX);
         self.select("seq < $1", "seq DESC", before, limit, user_id)
@@ -334,7 +334,7 @@ impl Store {
         order: &str,
         bound: i64,
         limit: u32,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
     ) -> Result<Vec<Sequenced>, StoreError> {
         let limit = i64::from(limit);
         let user_filter = if user_id.is_some() {
@@ -350,7 +350,11 @@ impl Store {
             let stmt = client.prepare_cached(&sql).await?;
             let rows = match &user_id {
                 None => client.query(&stmt, &[&bound, &limit]).await?,
-                Some(user) => client.query(&stmt, &[&bound, &limit, user]).await?,
+                Some(user) => {
+                    client
+                        .query(&stmt, &[&bound, &limit, &user.as_str()])
+                        .await?
+                }
             };
             all_sequenced(&rows)
         })
@@ -363,8 +367,8 @@ fn sequenced(row: &Row) -> Result<Sequenced, tokio_postgres::Error> {
         seq: row.try_get(0)?,
         message: Message {
             id: row.try_get(1)?,
-            user_id: row.try_get(2)?,
-            content: row.try_get(3)?,
+            user_id: UserId::stored(row.try_get(2)?),
+            content: Content::stored(row.try_get(3)?),
             created_at: row.try_get(4)?,
         },
     })

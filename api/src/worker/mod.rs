@@ -251,7 +251,7 @@ impl Worker {
             async move {
                 retry::until_ok("republish", shutdown, || {
                     self.producer
-                        .send(topic, s.message.user_id.as_bytes(), &payload, &[])
+                        .send(topic, s.message.user_id.as_str().as_bytes(), &payload, &[])
                 })
                 .await
                 .is_some()

@@ -1,4 +1,4 @@
-//! `POST /api/messages`: acceptance and every bad-input row of SPEC §1.
+//! `POST /api/messages`: acceptance and every bad-input case of docs/API.md.
 
 use serde_json::Value;
 
@@ -233,4 +233,65 @@ async fn unknown_paths_get_a_json_404() {
     let (status, body) = app.get_json("/api/nope").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_path_with_another_method_gets_405_with_allow() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        ("PUT", "/api/messages", "GET, HEAD, POST"),
+        ("DELETE", "/api/messages", "GET, HEAD, POST"),
+        ("POST", "/api/feed", "GET, HEAD"),
+        ("PATCH", "/api/health", "GET, HEAD"),
+        ("POST", "/api/ready", "GET, HEAD"),
+    ] {
+        let res = app
+            .http
+            .request(method.parse().expect("method"), app.url(path))
+            .send()
+            .await
+            .expect("reaches the app");
+        let status = res.status().as_u16();
+        let allowed = res
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: serde_json::Value = res.json().await.expect("JSON body");
+        println!("{method} {path}: {status} Allow: {allowed:?} {body}");
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_works_where_get_does() {
+    let app = spawn_app().await;
+    for (path, content_type) in [
+        ("/api/health", "application/json"),
+        ("/api/ready", "application/json"),
+        ("/api/messages", "application/json"),
+        ("/api/feed?history=0", "text/event-stream"),
+    ] {
+        let res = app
+            .http
+            .head(app.url(path))
+            .send()
+            .await
+            .expect("reaches the app");
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        println!("HEAD {path}: {} {ct}", res.status());
+        assert_eq!(res.status(), 200, "HEAD {path}");
+        assert!(ct.starts_with(content_type), "HEAD {path}: {ct}");
+        assert!(
+            res.bytes().await.expect("body").is_empty(),
+            "no body for HEAD {path}"
+        );
+    }
 }
