@@ -1,140 +1,158 @@
-//! Bot settings from the environment (docs/CONFIGURATION.md).
+//! The bot's settings: flags, or the environment variables named in
+//! docs/CONFIGURATION.md (`clap` reads both, so `--help` lists every
+//! variable with its default, and an invalid value is refused naming it:
+//! each flag's value name is its variable).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-/// A variable whose value we cannot use.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid value for {var}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub var: String,
-    pub value: String,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct BotSettings {
-    /// Base URL of the API (`API_URL`, else `http://API_HOST:API_PORT`).
-    pub api_url: String,
-    /// Number of simulated users (`BOT_USERS`, default 3).
-    pub users: usize,
-    /// Time between two posts of one user (`BOT_INTERVAL_SECS`, default 10).
+/// The settings of `feed-bot` (without a subcommand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BotArgs {
+    /// Base URL of the api [default: http://API_HOST:API_PORT]
+    #[arg(long, env = "API_URL", value_name = "API_URL")]
+    pub api_url: Option<String>,
+    /// Host of the api, when API_URL is not set
+    #[arg(
+        long,
+        env = "API_HOST",
+        value_name = "API_HOST",
+        default_value = "localhost"
+    )]
+    pub api_host: String,
+    /// Port of the api, when API_URL is not set
+    #[arg(
+        long,
+        env = "API_PORT",
+        value_name = "API_PORT",
+        default_value_t = 8090
+    )]
+    pub api_port: u16,
+    /// Simulated users
+    #[arg(long, env = "BOT_USERS", value_name = "BOT_USERS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub users: u32,
+    /// Seconds between two posts of one user
+    #[arg(long, env = "BOT_INTERVAL_SECS", value_name = "BOT_INTERVAL_SECS", default_value = "10",
+          value_parser = seconds)]
     pub interval: Duration,
-    /// Random spread around the interval (`BOT_JITTER_SECS`, default 2).
+    /// Random spread (±) around the interval, in seconds; at most the interval
+    #[arg(long, env = "BOT_JITTER_SECS", value_name = "BOT_JITTER_SECS", default_value = "2",
+          value_parser = seconds)]
     pub jitter: Duration,
-    /// Stop after this many posts in total (`BOT_MAX_POSTS`, default unlimited).
+    /// Stop after this many posts in total [default: unlimited]
+    #[arg(long, env = "BOT_MAX_POSTS", value_name = "BOT_MAX_POSTS")]
     pub max_posts: Option<u64>,
 }
 
-impl BotSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(&std::env::vars().collect())
-    }
+/// Settings that parse but do not fit together.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("API_URL={0:?} must start with http:// or https://")]
+    ApiUrl(String),
+    #[error("BOT_JITTER_SECS ({jitter:?}) must not exceed BOT_INTERVAL_SECS ({interval:?})")]
+    JitterAboveInterval {
+        jitter: Duration,
+        interval: Duration,
+    },
+}
 
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| vars.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let invalid = |var: &str, reason: &str| ConfigError {
-            var: var.to_owned(),
-            value: get(var).unwrap_or_default().to_owned(),
-            reason: reason.to_owned(),
-        };
-        let api_url = match get("API_URL") {
+/// What the bot runs with.
+#[derive(Debug, Clone)]
+pub struct BotSettings {
+    /// Base URL of the api, without a trailing slash.
+    pub api_url: String,
+    pub users: usize,
+    pub interval: Duration,
+    pub jitter: Duration,
+    pub max_posts: Option<u64>,
+}
+
+impl BotArgs {
+    pub fn settings(self) -> Result<BotSettings, SettingsError> {
+        let api_url = match self.api_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None => {
-                let host = get("API_HOST").unwrap_or("localhost");
-                let port: u16 = match get("API_PORT") {
-                    None => 8090,
-                    Some(p) => p
-                        .parse()
-                        .map_err(|_| invalid("API_PORT", "must be a port number"))?,
-                };
-                format!("http://{host}:{port}")
-            }
+            None => format!("http://{}:{}", self.api_host, self.api_port),
         };
         if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
-            return Err(invalid("API_URL", "must start with http:// or https://"));
+            return Err(SettingsError::ApiUrl(api_url));
         }
-        let users = match get("BOT_USERS") {
-            None => 3,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=100_000).contains(&n) => n,
-                _ => return Err(invalid("BOT_USERS", "must be an integer from 1 to 100000")),
-            },
-        };
-        let secs = |var: &str, default: f64| -> Result<Duration, ConfigError> {
-            match get(var) {
-                None => Ok(Duration::from_secs_f64(default)),
-                Some(v) => match v.parse::<f64>() {
-                    Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
-                        Ok(Duration::from_secs_f64(s))
-                    }
-                    _ => Err(invalid(var, "must be a number of seconds from 0 to 86400")),
-                },
-            }
-        };
-        let interval = secs("BOT_INTERVAL_SECS", 10.0)?;
-        let jitter = secs("BOT_JITTER_SECS", 2.0)?;
-        if jitter > interval {
-            return Err(invalid(
-                "BOT_JITTER_SECS",
-                "must not exceed BOT_INTERVAL_SECS",
-            ));
+        if self.jitter > self.interval {
+            return Err(SettingsError::JitterAboveInterval {
+                jitter: self.jitter,
+                interval: self.interval,
+            });
         }
-        let max_posts = match get("BOT_MAX_POSTS") {
-            None => None,
-            Some(v) => Some(
-                v.parse::<u64>()
-                    .map_err(|_| invalid("BOT_MAX_POSTS", "must be a whole number"))?,
-            ),
-        };
         Ok(BotSettings {
             api_url,
-            users,
-            interval,
-            jitter,
-            max_posts,
+            users: self.users as usize,
+            interval: self.interval,
+            jitter: self.jitter,
+            max_posts: self.max_posts,
         })
+    }
+}
+
+/// A number of seconds from 0 to 86400, fractions allowed.
+pub fn seconds(value: &str) -> Result<Duration, String> {
+    match value.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err("must be a number of seconds from 0 to 86400".to_owned()),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use clap::Parser as _;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    use super::*;
+    use crate::cli::Cli;
+
+    fn parse(args: &[&str]) -> Result<BotArgs, clap::Error> {
+        let argv = std::iter::once("feed-bot").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.bot)
     }
 
     #[test]
     fn defaults_match_the_original_bot() {
-        let s = BotSettings::from_vars(&vars(&[])).expect("defaults");
+        let s = parse(&[]).expect("defaults").settings().expect("valid");
         assert_eq!(s.api_url, "http://localhost:8090");
         assert_eq!(s.users, 3);
         assert_eq!(s.interval, Duration::from_secs(10));
+        assert_eq!(s.jitter, Duration::from_secs(2));
+        assert_eq!(s.max_posts, None);
     }
 
     #[test]
     fn host_and_port_build_the_url() {
-        let s = BotSettings::from_vars(&vars(&[("API_HOST", "api"), ("API_PORT", "9000")]))
+        let s = parse(&["--api-host", "api", "--api-port", "9000"])
+            .expect("valid")
+            .settings()
             .expect("valid");
         assert_eq!(s.api_url, "http://api:9000");
     }
 
     #[test]
     fn invalid_values_name_the_variable() {
-        for (var, value) in [
-            ("BOT_USERS", "0"),
-            ("BOT_USERS", "many"),
-            ("BOT_INTERVAL_SECS", "-1"),
-            ("BOT_JITTER_SECS", "20"),
-            ("API_URL", "localhost:8090"),
-            ("API_PORT", "99999"),
+        for (flag, value, var) in [
+            ("--users", "0", "BOT_USERS"),
+            ("--users", "many", "BOT_USERS"),
+            ("--interval", "-1", "BOT_INTERVAL_SECS"),
+            ("--api-port", "99999", "API_PORT"),
+            ("--max-posts", "lots", "BOT_MAX_POSTS"),
         ] {
-            let err = BotSettings::from_vars(&vars(&[(var, value)])).expect_err(var);
-            assert_eq!(err.var, var);
+            let arg = format!("{flag}={value}");
+            let err = parse(&[&arg]).expect_err(flag).to_string();
+            assert!(err.contains(var), "{flag} {value}: {err}");
         }
+        let err = parse(&["--jitter", "20"])
+            .expect("parses")
+            .settings()
+            .expect_err("jitter");
+        assert!(err.to_string().contains("BOT_JITTER_SECS"), "{err}");
+        let err = parse(&["--api-url", "localhost:8090"])
+            .expect("parses")
+            .settings()
+            .expect_err("scheme");
+        assert!(err.to_string().contains("API_URL"), "{err}");
     }
 }

@@ -6,8 +6,21 @@
 //! answers 503, a user backs off exponentially and keeps going; a 4xx (our
 //! own bug: the generator made an invalid post) is logged and skipped.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod generator;
 pub mod load;
 pub mod poster;
+
+/// An error with its causes, for logs: `outer: inner: root`.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

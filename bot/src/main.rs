@@ -3,9 +3,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use clap::Parser as _;
+use feed_bot::cli::{Cli, Command};
 use feed_bot::client::ApiClient;
-use feed_bot::config::BotSettings;
 use feed_bot::generator;
+use feed_bot::load::args::LoadArgs;
 use feed_bot::poster::{run_user, Counters, Shutdown};
 use tracing_subscriber::EnvFilter;
 
@@ -17,16 +19,12 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("load") {
-        return load_main(&args[1..]).await;
-    }
-    if let Some(other) = args.first() {
-        eprintln!("feed-bot: unknown command {other:?}; run without arguments for the bot, or `feed-bot load --help`");
-        return std::process::ExitCode::from(2);
-    }
-
-    let settings = match BotSettings::from_env() {
+    let cli = Cli::parse();
+    let bot = match cli.command {
+        Some(Command::Load(args)) => return load_main(args).await,
+        None => cli.bot,
+    };
+    let settings = match bot.settings() {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("feed-bot: configuration error: {e}");
@@ -70,17 +68,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 /// `feed-bot load ...`: one load run, then the report (table, and JSON with `--json`).
-async fn load_main(args: &[String]) -> std::process::ExitCode {
-    let default_url = BotSettings::from_env()
-        .map(|s| s.api_url)
-        .unwrap_or_else(|_| "http://localhost:8090".into());
-    let args = match feed_bot::load::args::LoadArgs::parse(args, &default_url) {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+async fn load_main(args: LoadArgs) -> std::process::ExitCode {
     let shutdown = Shutdown::default();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -91,10 +79,16 @@ async fn load_main(args: &[String]) -> std::process::ExitCode {
     match feed_bot::load::run(args, shutdown).await {
         Ok(report) => {
             println!("{}", report.table());
-            let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+            let json = match serde_json::to_string_pretty(&report) {
+                Ok(json) => json,
+                Err(e) => {
+                    eprintln!("feed-bot load: could not encode the report: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
             if let Some(path) = json_path {
                 if let Err(e) = std::fs::write(&path, &json) {
-                    eprintln!("could not write {path}: {e}");
+                    eprintln!("feed-bot load: could not write {}: {e}", path.display());
                     return std::process::ExitCode::FAILURE;
                 }
             }
@@ -102,7 +96,7 @@ async fn load_main(args: &[String]) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("load run failed: {e}");
+            eprintln!("feed-bot load: {}", feed_bot::chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -65,7 +65,7 @@ pub async fn run_user(
                     } => (*after).max(backoff),
                     _ => backoff,
                 };
-                tracing::warn!(user_id = %user_id, error = %chain(&e), retry_in_ms = wait.as_millis() as u64, "API unavailable; backing off");
+                tracing::warn!(user_id = %user_id, error = %crate::chain(&e), retry_in_ms = wait.as_millis() as u64, "API unavailable; backing off");
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 wait
             }
@@ -92,15 +92,4 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
         _ = shutdown.cancelled() => false,
         _ = tokio::time::sleep(d) => !shutdown.is_cancelled(),
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser as _;
 use feed_bot::client::ApiClient;
 use feed_bot::config::BotSettings;
 use feed_bot::load::args::LoadArgs;
@@ -94,24 +95,21 @@ async fn a_bot_user_keeps_going_while_the_api_is_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_counts_every_delivery() {
     let app = spawn_app().await;
-    let args = LoadArgs::parse(
-        &[
-            "--url",
-            &app.address,
-            "--rate",
-            "100",
-            "--connections",
-            "4",
-            "--duration",
-            "2",
-            "--clients",
-            "3",
-            "--drain",
-            "20",
-        ]
-        .map(str::to_owned),
+    let args = LoadArgs::try_parse_from([
+        "load",
+        "--url",
         &app.address,
-    )
+        "--rate",
+        "100",
+        "--connections",
+        "4",
+        "--duration",
+        "2",
+        "--clients",
+        "3",
+        "--drain",
+        "20",
+    ])
     .expect("valid arguments");
     let report = feed_bot::load::run(args, Shutdown::new())
         .await

@@ -1,121 +1,103 @@
 //! Command line of `feed-bot load`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::seconds;
+
 /// What one load run does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "feed-bot load")]
 pub struct LoadArgs {
-    /// Base URL of the api (default: `API_URL` or `http://localhost:8090`).
+    /// Base URL of the api
+    #[arg(long, env = "API_URL", default_value = "http://localhost:8090", value_parser = base_url)]
     pub url: String,
-    /// Posts per second in total; 0 posts as fast as the connections allow.
+    /// Posts per second in total (0: as fast as the connections allow)
+    #[arg(long, default_value_t = 0.0, value_parser = rate)]
     pub rate: f64,
-    /// Concurrent POST connections.
+    /// Concurrent POST connections
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     pub connections: usize,
-    /// How long to post.
+    /// How long to post, in seconds
+    #[arg(long, default_value = "10", value_parser = seconds)]
     pub duration: Duration,
-    /// SSE clients held on `/api/feed` (history=0) during the run.
+    /// SSE clients held on /api/feed (history=0) during the run
+    #[arg(long, default_value_t = 1)]
     pub clients: usize,
-    /// How long to wait after the last post for clients to receive everything.
-    pub drain: Duration,
-    /// Distinct user ids the posts rotate through.
-    pub users: usize,
-    /// `GET` this path instead of posting (e.g. `/api/health`, to measure the HTTP stack).
-    pub get: Option<String>,
-    /// Write the JSON report here as well.
-    pub json: Option<String>,
-    /// Several api instances: clients are spread over them, posts go to the first.
+    /// An api instance for the SSE clients (repeat to spread them) [default: --url]
+    #[arg(long = "feed-url", value_parser = base_url)]
     pub feed_urls: Vec<String>,
+    /// How long to wait after the last post for clients to receive everything, in seconds
+    #[arg(long, default_value = "15", value_parser = seconds)]
+    pub drain: Duration,
+    /// Distinct user ids the posts rotate through
+    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
+    pub users: usize,
+    /// GET this path instead of posting (measures the HTTP stack, e.g. /api/health)
+    #[arg(long)]
+    pub get: Option<String>,
+    /// Also write the JSON report to this file
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
-pub const USAGE: &str =
-    "usage: feed-bot load [--url URL] [--rate N] [--connections N] [--duration SECS]
-                     [--clients N] [--feed-url URL]... [--drain SECS] [--users N]
-                     [--get PATH] [--json FILE]
-
-  --rate N          posts per second in total (0 = as fast as possible; default 0)
-  --connections N   concurrent POST connections (default 16)
-  --duration SECS   how long to post (default 10)
-  --clients N       SSE clients held on /api/feed during the run (default 1)
-  --feed-url URL    api instance for the SSE clients (repeat to spread them; default --url)
-  --drain SECS      wait for delivery after the last post (default 15)
-  --users N         distinct user ids (default 50)
-  --get PATH        GET PATH instead of posting (measures the HTTP stack, e.g. /api/health)
-  --json FILE       also write the report as JSON to FILE";
-
 impl LoadArgs {
-    pub fn parse(args: &[String], default_url: &str) -> Result<LoadArgs, String> {
-        let mut out = LoadArgs {
-            url: default_url.to_owned(),
-            rate: 0.0,
-            connections: 16,
-            duration: Duration::from_secs(10),
-            clients: 1,
-            drain: Duration::from_secs(15),
-            users: 50,
-            get: None,
-            json: None,
-            feed_urls: Vec::new(),
-        };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let number = |v: String| {
-                v.parse::<f64>()
-                    .map_err(|_| format!("{flag}: {v:?} is not a number"))
-            };
-            match flag.as_str() {
-                "--url" => out.url = value()?.trim_end_matches('/').to_owned(),
-                "--rate" => out.rate = number(value()?)?,
-                "--connections" => out.connections = number(value()?)? as usize,
-                "--duration" => out.duration = Duration::from_secs_f64(number(value()?)?),
-                "--clients" => out.clients = number(value()?)? as usize,
-                "--feed-url" => out
-                    .feed_urls
-                    .push(value()?.trim_end_matches('/').to_owned()),
-                "--drain" => out.drain = Duration::from_secs_f64(number(value()?)?),
-                "--users" => out.users = number(value()?)? as usize,
-                "--get" => out.get = Some(value()?),
-                "--json" => out.json = Some(value()?),
-                "-h" | "--help" => return Err(USAGE.to_owned()),
-                other => return Err(format!("unknown option {other:?}\n{USAGE}")),
-            }
+    /// The instances the SSE clients connect to.
+    pub fn feed_targets(&self) -> Vec<String> {
+        if self.feed_urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.feed_urls.clone()
         }
-        if out.rate < 0.0 || !out.rate.is_finite() {
-            return Err("--rate must be 0 or more".into());
-        }
-        if out.connections == 0 || out.users == 0 {
-            return Err("--connections and --users must be at least 1".into());
-        }
-        if out.feed_urls.is_empty() {
-            out.feed_urls.push(out.url.clone());
-        }
-        Ok(out)
+    }
+}
+
+fn base_url(value: &str) -> Result<String, String> {
+    if value.starts_with("http://") || value.starts_with("https://") {
+        Ok(value.trim_end_matches('/').to_owned())
+    } else {
+        Err("must start with http:// or https://".to_owned())
+    }
+}
+
+fn rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err("must be a number of posts per second, 0 or more".to_owned()),
+    }
+}
+
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number, at least 1".to_owned()),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
 
-    fn parse(s: &str) -> Result<LoadArgs, String> {
-        let args: Vec<String> = s.split_whitespace().map(str::to_owned).collect();
-        LoadArgs::parse(&args, "http://localhost:8090")
+    fn parse(s: &str) -> Result<LoadArgs, clap::Error> {
+        LoadArgs::try_parse_from(std::iter::once("load").chain(s.split_whitespace()))
     }
 
     #[test]
     fn parses_flags() {
         let a =
             parse("--rate 100 --connections 4 --duration 2.5 --clients 1000 --feed-url http://b/")
-                .unwrap();
+                .expect("valid");
         assert_eq!(a.rate, 100.0);
         assert_eq!(a.connections, 4);
         assert_eq!(a.duration, Duration::from_millis(2500));
         assert_eq!(a.clients, 1000);
-        assert_eq!(a.feed_urls, vec!["http://b".to_owned()]);
+        assert_eq!(a.feed_targets(), vec!["http://b".to_owned()]);
+        assert_eq!(
+            parse("").expect("defaults").feed_targets(),
+            vec![a.url.clone()]
+        );
     }
 
     #[test]
@@ -124,5 +106,6 @@ mod tests {
         assert!(parse("--connections 0").is_err());
         assert!(parse("--bogus 1").is_err());
         assert!(parse("--rate").is_err());
+        assert!(parse("--url localhost:8090").is_err());
     }
 }

@@ -28,11 +28,26 @@ pub struct ClientCounters {
     pub events: AtomicU64,
 }
 
+/// A feed client's target that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{0}: only http:// is supported for feed clients")]
+    Scheme(String),
+    #[error("{url}: could not resolve the host")]
+    Lookup {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: the host has no address")]
+    NoAddress(String),
+}
+
 /// Resolves `http://host:port` into a socket address and a Host header.
-pub async fn resolve(url: &str) -> Result<(SocketAddr, String), String> {
+pub async fn resolve(url: &str) -> Result<(SocketAddr, String), ResolveError> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// is supported for feed clients"))?;
+        .ok_or_else(|| ResolveError::Scheme(url.to_owned()))?;
     let host = rest.split('/').next().unwrap_or(rest).to_owned();
     let with_port = if host.contains(':') {
         host.clone()
@@ -41,9 +56,12 @@ pub async fn resolve(url: &str) -> Result<(SocketAddr, String), String> {
     };
     let addr = tokio::net::lookup_host(&with_port)
         .await
-        .map_err(|e| format!("{url}: {e}"))?
+        .map_err(|source| ResolveError::Lookup {
+            url: url.to_owned(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{url}: no address"))?;
+        .ok_or_else(|| ResolveError::NoAddress(url.to_owned()))?;
     Ok((addr, host))
 }
 

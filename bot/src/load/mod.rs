@@ -36,8 +36,17 @@ struct Shared {
     latencies: Mutex<Vec<u64>>,
 }
 
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    FeedTarget(#[from] feed_client::ResolveError),
+    #[error("could not build the HTTP client")]
+    Http(#[from] reqwest::Error),
+}
+
 /// Runs a load test and prints the report; returns it for the caller.
-pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, String> {
+pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, LoadError> {
     let run_id: String = format!("{:08x}", rand::rng().random::<u32>());
     let marker: Arc<str> = format!("load {run_id} ").into();
     let capacity = if args.rate > 0.0 {
@@ -62,7 +71,7 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, 
     let mut clients = Vec::with_capacity(args.clients);
     if args.get.is_none() && args.clients > 0 {
         let mut targets = Vec::new();
-        for url in &args.feed_urls {
+        for url in &args.feed_targets() {
             targets.push(feed_client::resolve(url).await?);
         }
         eprintln!("connecting {} feed clients...", args.clients);
@@ -96,8 +105,7 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let post_start = Instant::now();
     let post_offset = start.elapsed();
     let mut workers = Vec::new();
@@ -143,8 +151,18 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, 
         logs.push(c.await.unwrap_or_default());
     }
 
-    let mut latencies = std::mem::take(&mut *shared.latencies.lock().map_err(|e| e.to_string())?);
-    let errors = shared.errors.lock().map_err(|e| e.to_string())?.clone();
+    // A worker that panicked leaves its counts intact: report them anyway.
+    let mut latencies = std::mem::take(
+        &mut *shared
+            .latencies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    let errors = shared
+        .errors
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
     let report = Report {
         mode: match &args.get {
             Some(path) => format!("GET {path}"),
