@@ -36,6 +36,20 @@ pub struct Settings {
     /// How long the HTTP server waits for in-flight requests at shutdown
     /// (`SHUTDOWN_TIMEOUT_SECS`); the whole shutdown stays within 10 s.
     pub shutdown_timeout: Duration,
+    /// Serve `/metrics` on this address instead of the main port
+    /// (`METRICS_ADDR`, e.g. `127.0.0.1:9100`), so it can stay off the public port.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `text` or `json` lines (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line: timestamp, level, target, message, fields, span.
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -255,7 +269,29 @@ impl Settings {
                 5u64,
                 1..=300,
             )?),
+            metrics_addr: match env.get("METRICS_ADDR") {
+                None => None,
+                Some(_) => Some(env.parse(
+                    "METRICS_ADDR",
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                )?),
+            },
+            log_format: LogFormat::from_env(vars)?,
         })
+    }
+}
+
+impl LogFormat {
+    /// Reads `LOG_FORMAT` (`text` by default). Separate from [`Settings`] so
+    /// that logging can start before the rest of the settings are read.
+    pub fn from_env(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env(vars);
+        match env.get("LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(LogFormat::Text),
+            Some(v) if v == "text" => Ok(LogFormat::Text),
+            Some(v) if v == "json" => Ok(LogFormat::Json),
+            Some(_) => Err(env.invalid("LOG_FORMAT", "must be text or json")),
+        }
     }
 }
 
@@ -365,6 +401,15 @@ mod tests {
         assert!(!s.kafka.idempotence);
         assert_eq!(s.kafka.max_in_flight, 5);
         assert_eq!(s.kafka.linger_ms, 5);
+        assert_eq!(s.metrics_addr, None);
+        assert_eq!(s.log_format, LogFormat::Text);
+        let s = Settings::from_vars(&vars(&[
+            ("METRICS_ADDR", "127.0.0.1:9100"),
+            ("LOG_FORMAT", "json"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.metrics_addr.map(|a| a.port()), Some(9100));
+        assert_eq!(s.log_format, LogFormat::Json);
     }
 
     #[test]
@@ -388,6 +433,12 @@ mod tests {
 
         let err = Settings::from_vars(&vars(&[("WORKER_ENABLED", "maybe")])).expect_err("bool");
         assert_eq!(err.var, "WORKER_ENABLED");
+
+        let err = Settings::from_vars(&vars(&[("LOG_FORMAT", "xml")])).expect_err("format");
+        assert_eq!(err.var, "LOG_FORMAT");
+
+        let err = Settings::from_vars(&vars(&[("METRICS_ADDR", "9100")])).expect_err("addr");
+        assert_eq!(err.var, "METRICS_ADDR");
 
         let err = Settings::from_vars(&vars(&[("DATABASE_URL", "postgresql://a:b:c:d")]))
             .expect_err("bad url");

@@ -29,10 +29,11 @@ pub enum ErrorCode {
     ShuttingDown,
     MethodNotAllowed,
     NotFound,
+    InternalError,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidBody,
@@ -47,6 +48,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::MethodNotAllowed,
         ErrorCode::NotFound,
+        ErrorCode::InternalError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +67,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::InternalError => "internal_error",
         }
     }
 }

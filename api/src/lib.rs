@@ -19,6 +19,8 @@ pub mod health;
 pub mod ingest;
 pub mod kafka;
 pub mod message;
+pub mod metrics;
+pub mod observe;
 pub mod retry;
 pub mod startup;
 pub mod state;

@@ -1,13 +1,21 @@
 //! The `feed-api` binary: settings from the environment, then the application.
 
-use feed_api::config::Settings;
+use feed_api::config::{LogFormat, Settings};
 use feed_api::startup::{shutdown_signal, Application};
 use feed_api::telemetry;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    telemetry::init();
-    let settings = match Settings::from_env() {
+    let vars = std::env::vars().collect();
+    let format = match LogFormat::from_env(&vars) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("feed-api: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init(format);
+    let settings = match Settings::from_vars(&vars) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("configuration error: {e}");

@@ -10,10 +10,12 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
+use actix_web::middleware::from_fn;
 use actix_web::{guard, web, App, HttpResponse, HttpServer, Route};
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
@@ -23,6 +25,8 @@ use crate::broadcast;
 use crate::config::Settings;
 use crate::error::{json_error, json_error_builder, Chain, ErrorCode};
 use crate::kafka::{self, Producer};
+use crate::metrics::{self, Metrics};
+use crate::observe;
 use crate::retry::{self, GaveUp};
 use crate::state::AppState;
 use crate::store::Store;
@@ -39,6 +43,8 @@ const DEPENDENCY_WAIT: Duration = Duration::from_secs(90);
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on a listener of its own (`METRICS_ADDR`), if configured.
+    metrics_server: Option<(u16, Server)>,
     state: web::Data<AppState>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
@@ -67,12 +73,18 @@ impl Application {
                 .context("could not set HTTP_SEND_BUFFER_BYTES")?;
         }
 
+        let metrics = Arc::new(Metrics::new());
         let position = wait_for("broadcaster position", &shutdown, || {
             broadcast::position(&settings.kafka, &store)
         })
         .await?;
-        let (broadcaster, broadcasting) =
-            broadcast::spawn(position, &settings.feed, store.clone(), shutdown.clone());
+        let (broadcaster, broadcasting) = broadcast::spawn(
+            position,
+            &settings.feed,
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         let mut tasks = vec![("broadcaster", broadcasting)];
         let worker = if settings.worker.enabled {
             let (monitor, task) = worker::spawn(
@@ -80,6 +92,7 @@ impl Application {
                 &settings.worker,
                 store.clone(),
                 producer.clone(),
+                metrics.clone(),
                 shutdown.clone(),
             )
             .context("could not create the worker's consumer")?;
@@ -90,20 +103,29 @@ impl Application {
         };
 
         let shutdown_timeout = settings.shutdown_timeout.as_secs();
+        let metrics_listener = match &settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .with_context(|| format!("could not bind METRICS_ADDR {addr}"))?,
+            ),
+            None => None,
+        };
         let state = web::Data::new(AppState {
             settings,
             store,
             producer,
             broadcaster,
             worker,
+            metrics,
             shutdown,
         });
         let app_state = state.clone();
+        let metrics_here = metrics_listener.is_none();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("http"))
-                .configure(routes)
+                .wrap(from_fn(observe::observe))
+                .configure(|cfg| routes(cfg, metrics_here))
                 .default_service(web::to(not_found))
         })
         .listen(listener)?
@@ -111,9 +133,30 @@ impl Application {
         .shutdown_timeout(shutdown_timeout)
         .run();
         tracing::info!(port, "listening");
+        let metrics_server = match metrics_listener {
+            None => None,
+            Some(listener) => {
+                let port = listener.local_addr()?.port();
+                let app_state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(app_state.clone())
+                        .route("/metrics", get(web::to(metrics::endpoint)))
+                        .default_service(web::to(not_found))
+                })
+                .workers(1)
+                .listen(listener)?
+                .disable_signals()
+                .shutdown_timeout(1)
+                .run();
+                tracing::info!(port, "metrics listening");
+                Some((port, server))
+            }
+        };
         Ok(Application {
             port,
             server,
+            metrics_server,
             state,
             tasks,
         })
@@ -122,6 +165,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the metrics listener, when `METRICS_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     /// A token that stops the application when cancelled (tests use it).
@@ -134,10 +182,16 @@ impl Application {
     pub async fn run_until_stopped(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Application {
             server,
+            metrics_server,
             state,
             tasks,
             ..
         } = self;
+        let metrics_handle = metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
         let handle: ServerHandle = server.handle();
         let mut server_task = tokio::spawn(server);
         let mut server_done = false;
@@ -176,6 +230,10 @@ impl Application {
                 Err(_) => tracing::warn!(task = name, "did not stop in time"),
             }
         }
+        if let Some(handle) = metrics_handle {
+            // Last, so the shutdown itself can still be scraped.
+            handle.stop(false).await;
+        }
         let left = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_millis(200));
@@ -192,25 +250,33 @@ impl Application {
 
 /// Every endpoint. A known path asked with another method answers `405`
 /// with `Allow`; `HEAD` works wherever `GET` does (actix sends no body).
-fn routes(cfg: &mut web::ServiceConfig) {
-    let get = |route: Route| route.guard(guard::Any(guard::Get()).or(guard::Head()));
+fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     cfg.service(
         web::resource("/api/messages")
             .route(web::post().to(ingest::post_message))
             .route(get(web::to(feed::pages::list_messages)))
             .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
     );
-    for (path, handler) in [
+    let mut get_only = vec![
         ("/api/feed", web::to(feed::feed)),
         ("/api/health", web::to(health::health)),
         ("/api/ready", web::to(health::ready)),
-    ] {
+    ];
+    if with_metrics {
+        get_only.push(("/metrics", web::to(metrics::endpoint)));
+    }
+    for (path, handler) in get_only {
         cfg.service(
             web::resource(path)
                 .route(get(handler))
                 .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
         );
     }
+}
+
+/// A route that answers `GET` and `HEAD`.
+fn get(route: Route) -> Route {
+    route.guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 async fn method_not_allowed(allow: &'static str) -> HttpResponse {

@@ -2,11 +2,14 @@
 //! the broadcaster, the worker's monitor and the shutdown token. Built once
 //! by [`crate::startup::Application::build`].
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::broadcast::Broadcaster;
 use crate::config::Settings;
 use crate::kafka::Producer;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::worker;
 
@@ -16,6 +19,8 @@ pub struct AppState {
     pub store: Store,
     pub producer: Producer,
     pub broadcaster: Broadcaster,
+    /// Every metric of this application (its own registry).
+    pub metrics: Arc<Metrics>,
     /// The worker's progress, if this instance runs one.
     pub worker: Option<worker::Monitor>,
     /// Fires when the process shuts down; feed streams end on it.

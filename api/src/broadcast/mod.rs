@@ -18,7 +18,7 @@
 
 mod sequencer;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use crate::config::{FeedSettings, KafkaSettings};
 use crate::cursor;
 use crate::error::Chain;
 use crate::message::{self, Sequenced};
+use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::store::Store;
 
@@ -69,7 +70,7 @@ pub struct Broadcaster {
     tx: broadcast::Sender<Arc<FeedEvent>>,
     released: Arc<AtomicI64>,
     held_back: Arc<AtomicUsize>,
-    dropped: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 /// What the broadcaster reports (readiness, status).
@@ -85,13 +86,13 @@ pub struct BroadcastState {
 
 impl Broadcaster {
     /// `client_buffer` is how many events a client may fall behind.
-    pub fn new(client_buffer: usize) -> Self {
+    pub fn new(client_buffer: usize, metrics: Arc<Metrics>) -> Self {
         let (tx, _) = broadcast::channel(client_buffer.max(1));
         Broadcaster {
             tx,
             released: Arc::new(AtomicI64::new(0)),
             held_back: Arc::default(),
-            dropped: Arc::default(),
+            metrics,
         }
     }
 
@@ -109,7 +110,7 @@ impl Broadcaster {
         BroadcastState {
             last_released: self.last_released(),
             held_back: self.held_back.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
+            dropped: self.metrics.never_committed_dropped.get(),
         }
     }
 
@@ -120,6 +121,10 @@ impl Broadcaster {
 
     fn release(&self, s: &Sequenced) {
         self.released.store(s.seq, Ordering::Release);
+        let age = chrono::Utc::now() - s.message.created_at;
+        self.metrics
+            .delivery_latency
+            .observe(age.to_std().unwrap_or_default().as_secs_f64());
         // An error only means nobody is listening right now.
         let _ = self.tx.send(Arc::new(FeedEvent::new(s)));
     }
@@ -191,9 +196,10 @@ pub fn spawn(
     position: Position,
     settings: &FeedSettings,
     store: Store,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> (Broadcaster, JoinHandle<()>) {
-    let broadcaster = Broadcaster::new(settings.client_buffer);
+    let broadcaster = Broadcaster::new(settings.client_buffer, metrics);
     let task = Broadcasting {
         broadcaster: broadcaster.clone(),
         position,
@@ -245,13 +251,14 @@ impl Broadcasting {
                     };
                     match store.through(after, first_held).await {
                         Ok(rows) => {
+                            broadcaster.metrics.gap_fills.inc();
                             tracing::debug!(after, first_held, rows = rows.len(), "filled a gap from the database");
                             let (released, dropped) = sequencer.fill(rows, first_held);
                             for s in released {
                                 broadcaster.release(&s);
                             }
                             for s in dropped {
-                                broadcaster.dropped.fetch_add(1, Ordering::Relaxed);
+                                broadcaster.metrics.never_committed_dropped.inc();
                                 tracing::error!(
                                     seq = s.seq,
                                     id = %s.message.id,
@@ -274,6 +281,9 @@ impl Broadcasting {
                 received = consumer.recv() => match received {
                     Ok(record) => match message::decode_sequenced(record.payload()) {
                         Ok(s) => {
+                            if sequencer.is_known(s.seq) {
+                                broadcaster.metrics.duplicates_dropped.inc();
+                            }
                             for s in sequencer.offer(s) {
                                 broadcaster.release(&s);
                             }

@@ -23,6 +23,11 @@ impl Sequencer {
         }
     }
 
+    /// True when `seq` was released already or is held back: a repeat.
+    pub fn is_known(&self, seq: i64) -> bool {
+        seq <= self.last || self.pending.contains_key(&seq)
+    }
+
     /// Accepts one record; returns what can now be released, in order.
     pub fn offer(&mut self, s: Sequenced) -> Vec<Sequenced> {
         if s.seq > self.last {

@@ -34,6 +34,7 @@ use crate::broadcast::FeedEvent;
 use crate::cursor;
 use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
 use crate::message::{Sequenced, UserId};
+use crate::metrics::{Metrics, ReasonLabel};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
@@ -111,8 +112,16 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             None
         };
         match reset {
-            Some((reason, message)) => pending.events.push_back(reset_event(reason, message)),
+            Some((reason, message)) => {
+                state
+                    .metrics
+                    .sse_resets
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+                pending.events.push_back(reset_event(reason, message));
+            }
             None => {
+                state.metrics.sse_resumes.inc();
                 fresh = false;
                 pending.last_sent = after;
                 let rows = store
@@ -141,8 +150,10 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         "feed client connected"
     );
 
+    state.metrics.sse_opened.inc();
     let stream = FeedStream {
         rx,
+        metrics: state.metrics.clone(),
         pending,
         live_from,
         user_id: q.user_id,
@@ -205,6 +216,7 @@ fn reset_event(reason: &str, message: &str) -> sse::Event {
 /// One client's position in the feed.
 struct FeedStream {
     rx: Receiver<Arc<FeedEvent>>,
+    metrics: Arc<Metrics>,
     pending: Pending,
     /// The broadcaster's position when this client subscribed. Once the
     /// database reads are done the client is at least this far, even if no
@@ -230,6 +242,9 @@ impl FeedStream {
         futures_util::stream::unfold(self, |mut s| async move {
             let event = s.next_event().await?;
             s.last_write = Instant::now();
+            if !matches!(event, sse::Event::Comment(_)) {
+                s.metrics.sse_events_sent.inc();
+            }
             Some((Ok(event), s))
         })
     }
@@ -272,6 +287,7 @@ impl FeedStream {
                     }
                     Err(RecvError::Lagged(missed)) => {
                         self.done = true;
+                        self.metrics.sse_lagged.inc();
                         tracing::info!(missed, last_sent = self.pending.last_sent, "feed client too slow; cutting it off");
                         let data = json!({
                             "reason": "client_too_slow",

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
 use crate::kafka::{ProduceError, Producer};
 use crate::message::{self, FieldError, Message};
+use crate::metrics::CodeLabel;
 use crate::state::AppState;
 
 /// Largest accepted body.
@@ -106,15 +107,49 @@ pub async fn post_message(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PostError> {
-    check_content_type(&req)?;
-    let bytes = read_body(&req, body).await?;
+    let result = accept(&req, body, &state).await;
+    match &result {
+        Ok(_) => {
+            state.metrics.posts_accepted.inc();
+        }
+        Err(e) => {
+            state
+                .metrics
+                .posts_rejected
+                .get_or_create(&CodeLabel {
+                    code: e.code().as_str(),
+                })
+                .inc();
+        }
+    };
+    result
+}
+
+async fn accept(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, PostError> {
+    check_content_type(req)?;
+    let bytes = read_body(req, body).await?;
     let message = parse(&bytes)?;
-    queue(
+    let started = std::time::Instant::now();
+    let queued = queue(
         &state.producer,
         &state.settings.kafka.topic_to_process,
         &message,
     )
-    .await?;
+    .await;
+    match &queued {
+        Ok(()) => state
+            .metrics
+            .broker_ack
+            .observe(started.elapsed().as_secs_f64()),
+        Err(_) => {
+            state.metrics.produce_failures.inc();
+        }
+    }
+    queued?;
     tracing::debug!(id = %message.id, user_id = %message.user_id, "message queued");
     Ok(HttpResponse::Accepted().json(Accepted {
         id: message.id,

@@ -101,6 +101,15 @@ impl StoreError {
     }
 }
 
+/// What one [`Store::persist`] did.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    /// One entry per distinct message id of the batch, in batch order.
+    pub messages: Vec<Sequenced>,
+    /// How many of them were stored already (replays), with their old number.
+    pub redelivered: usize,
+}
+
 /// Handle to the message store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -175,6 +184,11 @@ impl Store {
             .map_err(|_| StoreError::Timeout(self.timeout))?
     }
 
+    /// Connections in the pool: `size` open, `available` idle.
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
     /// Checks that the database answers (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.timed(async {
@@ -190,15 +204,15 @@ impl Store {
     /// Returns one entry per distinct message id, in batch order. A message
     /// that is already stored (a redelivery) keeps its row and its number and
     /// is returned as stored, so the caller republishes it unchanged.
-    pub async fn persist(&self, batch: &[Message]) -> Result<Vec<Sequenced>, StoreError> {
+    pub async fn persist(&self, batch: &[Message]) -> Result<Persisted, StoreError> {
         self.timed(self.persist_inner(batch)).await
     }
 
-    async fn persist_inner(&self, batch: &[Message]) -> Result<Vec<Sequenced>, StoreError> {
+    async fn persist_inner(&self, batch: &[Message]) -> Result<Persisted, StoreError> {
         let mut seen = HashSet::with_capacity(batch.len());
         let batch: Vec<&Message> = batch.iter().filter(|m| seen.insert(m.id)).collect();
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Persisted::default());
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -264,7 +278,10 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(Persisted {
+            redelivered: existing.len(),
+            messages: out,
+        })
     }
 
     /// The highest committed sequence number (0 when empty).

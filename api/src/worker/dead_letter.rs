@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::{header, Cause};
 use crate::error::Chain;
 use crate::kafka::{ProduceError, Producer};
+use crate::metrics::{Metrics, RetryCause};
 use crate::retry;
 
 /// Bytes of the payload a truncated copy keeps.
@@ -28,6 +29,7 @@ const REASON_MAX_BYTES: usize = 1024;
 /// cause chain. Returns false only when shutdown
 /// interrupted a wait for the broker (the record is then left unprocessed).
 pub async fn send(
+    metrics: &Metrics,
     producer: &Producer,
     topic: &str,
     record: &OwnedMessage,
@@ -62,7 +64,7 @@ pub async fn send(
         (header::ORIGINAL_SHA256, sha256.as_str()),
     ];
 
-    match send_refusable(producer, topic, key, payload, &headers, shutdown).await {
+    match send_refusable(metrics, producer, topic, key, payload, &headers, shutdown).await {
         Sent::Yes => return true,
         Sent::Interrupted => return false,
         Sent::Refused(e) => tracing::warn!(
@@ -75,7 +77,7 @@ pub async fn send(
     }
     headers.push((header::TRUNCATED, "true"));
     let prefix = &payload[..payload.len().min(TRUNCATED_PAYLOAD_BYTES)];
-    match send_refusable(producer, topic, key, prefix, &headers, shutdown).await {
+    match send_refusable(metrics, producer, topic, key, prefix, &headers, shutdown).await {
         Sent::Yes => true,
         Sent::Interrupted => false,
         Sent::Refused(e) => {
@@ -103,6 +105,7 @@ enum Sent {
 /// Sends one record, retrying while the broker is unavailable; a refusal of
 /// the record itself is returned at once.
 async fn send_refusable(
+    metrics: &Metrics,
     producer: &Producer,
     topic: &str,
     key: &[u8],
@@ -114,7 +117,10 @@ async fn send_refusable(
         match producer.send(topic, key, payload, headers).await {
             Ok(_) => Ok(None),
             Err(e) if e.is_record_refused() => Ok(Some(e)),
-            Err(e) => Err(e),
+            Err(e) => {
+                metrics.retry(RetryCause::Broker);
+                Err(e)
+            }
         }
     })
     .await;

@@ -39,6 +39,7 @@ use crate::dead_letter::Cause;
 use crate::error::Chain;
 use crate::kafka::Producer;
 use crate::message::{self, Message, Sequenced};
+use crate::metrics::{CauseLabel, Metrics, RetryCause};
 use crate::retry::{self, Backoff};
 use crate::store::{Failure, Store, StoreError};
 
@@ -81,6 +82,7 @@ pub fn spawn(
     settings: &WorkerSettings,
     store: Store,
     producer: Producer,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(Monitor, JoinHandle<()>), rdkafka::error::KafkaError> {
     let consumer = Arc::new(consumer(kafka)?);
@@ -92,6 +94,7 @@ pub fn spawn(
     };
     let worker = Worker {
         consumer,
+        metrics,
         marks: monitor.marks.clone(),
         store,
         producer,
@@ -104,6 +107,7 @@ pub fn spawn(
 /// Everything the worker loop needs.
 struct Worker {
     consumer: Arc<StreamConsumer>,
+    metrics: Arc<Metrics>,
     marks: Arc<progress::Marks>,
     store: Store,
     producer: Producer,
@@ -134,6 +138,7 @@ impl Worker {
                     m
                 }
                 Err(e) => {
+                    self.metrics.retry(RetryCause::Broker);
                     tracing::warn!(error = %Chain(&e), "worker could not consume; retrying");
                     if !backoff.wait(&shutdown).await {
                         break;
@@ -152,6 +157,10 @@ impl Worker {
             for record in &batch {
                 self.marks.received(record.partition(), record.offset());
             }
+            self.metrics.worker_batches.inc();
+            self.metrics
+                .worker_batch_records
+                .observe(batch.len() as f64);
             if !self.process(&batch, &shutdown).await {
                 tracing::info!(
                     records = batch.len(),
@@ -249,9 +258,15 @@ impl Worker {
         let sends = persisted.iter().map(|s| {
             let payload = message::encode_sequenced(s);
             async move {
-                retry::until_ok("republish", shutdown, || {
-                    self.producer
+                retry::until_ok("republish", shutdown, || async {
+                    let sent = self
+                        .producer
                         .send(topic, s.message.user_id.as_str().as_bytes(), &payload, &[])
+                        .await;
+                    if sent.is_err() {
+                        self.metrics.retry(RetryCause::Broker);
+                    }
+                    sent
                 })
                 .await
                 .is_some()
@@ -330,14 +345,27 @@ impl Worker {
         let mut backoff = Backoff::new();
         let mut conflicts = 0u32;
         loop {
-            let e = match self.store.persist(messages).await {
-                Ok(stored) => return Some(Ok(stored)),
+            let started = std::time::Instant::now();
+            let result = self.store.persist(messages).await;
+            self.metrics
+                .worker_persist
+                .observe(started.elapsed().as_secs_f64());
+            let e = match result {
+                Ok(stored) => {
+                    let fresh = stored.messages.len() - stored.redelivered;
+                    self.metrics.worker_persisted.inc_by(fresh as u64);
+                    self.metrics
+                        .worker_redeliveries
+                        .inc_by(stored.redelivered as u64);
+                    return Some(Ok(stored.messages));
+                }
                 Err(e) => e,
             };
             match e.failure() {
                 Failure::Permanent => return Some(Err(e)),
                 Failure::Conflict if conflicts < QUICK_CONFLICT_RETRIES => {
                     conflicts += 1;
+                    self.metrics.retry(RetryCause::Conflict);
                     tracing::debug!(attempt = conflicts, error = %e.brief(), "write conflict; retrying");
                     // A few jittered milliseconds, so the writers that collided do not collide again.
                     let jitter = Duration::from_millis(rand::rng().random_range(1..=10));
@@ -347,6 +375,10 @@ impl Worker {
                     }
                 }
                 Failure::Conflict | Failure::Transient => {
+                    self.metrics.retry(match e.failure() {
+                        Failure::Conflict => RetryCause::Conflict,
+                        _ => RetryCause::Database,
+                    });
                     tracing::warn!(records = messages.len(), error = %e.brief(), "could not persist a batch; retrying with backoff");
                     if !backoff.wait(shutdown).await {
                         return None;
@@ -364,7 +396,14 @@ impl Worker {
         reason: String,
         shutdown: &CancellationToken,
     ) -> bool {
+        self.metrics
+            .worker_dead_letters
+            .get_or_create(&CauseLabel {
+                cause: cause.code(),
+            })
+            .inc();
         dead_letter::send(
+            &self.metrics,
             &self.producer,
             &self.kafka.topic_dead_letter,
             record,

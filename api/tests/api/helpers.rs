@@ -70,7 +70,7 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(db_proxy: bool) -> TestEnv {
-        feed_api::telemetry::init();
+        feed_api::telemetry::init(feed_api::config::LogFormat::Text);
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let db_name = format!("feed_test_{suffix}");
         let admin = connect(&admin_url()).await;
@@ -134,6 +134,9 @@ impl TestEnv {
         let settings = Settings::from_vars(&self.vars(extra)).expect("valid test settings");
         let app = Application::build(settings).await.expect("the app starts");
         let api = Api::new(format!("http://127.0.0.1:{}", app.port()));
+        let metrics_address = app
+            .metrics_port()
+            .map(|port| format!("http://127.0.0.1:{port}"));
         let shutdown = app.shutdown_token();
         let stopped = tokio::spawn(async move {
             if let Err(e) = app.run_until_stopped(std::future::pending()).await {
@@ -142,6 +145,7 @@ impl TestEnv {
         });
         InProcessApp {
             api,
+            metrics_address,
             shutdown,
             stopped,
         }
@@ -259,6 +263,8 @@ impl TestEnv {
 /// An in-process api instance.
 pub struct InProcessApp {
     pub api: Api,
+    /// Where `/metrics` is served when `METRICS_ADDR` is set.
+    pub metrics_address: Option<String>,
     pub shutdown: CancellationToken,
     pub stopped: tokio::task::JoinHandle<()>,
 }
@@ -351,6 +357,18 @@ impl Api {
         let json: Value = res.json().await.expect("JSON body");
         assert_eq!(json["status"], "queued");
         json["id"].as_str().expect("id").to_owned()
+    }
+
+    /// `GET /metrics` (or `base` + `/metrics`), as text.
+    pub async fn metrics_text(&self) -> String {
+        let res = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics reaches the app");
+        assert_eq!(res.status(), 200, "/metrics answers");
+        res.text().await.expect("metrics text")
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -592,4 +610,25 @@ impl DbProxy {
     pub fn up(&self) {
         self.up.send_replace(true);
     }
+}
+
+/// The value of the sample `name` whose labels include `labels`, from a
+/// Prometheus/OpenMetrics text exposition; `None` if there is none.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, label_text) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric_name != name {
+                return None;
+            }
+            let all_match = labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            all_match.then(|| value.parse().ok()).flatten()
+        })
 }
