@@ -32,7 +32,27 @@ use_docker() {
   command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
 }
 
-running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# running NAME: the component's process (pid file .data/NAME.pid) is alive.
+running() {
+  case "$1" in
+    api) pidfile_alive "$DATA/api.pid" feed-api ;;
+    bot) pidfile_alive "$DATA/bot.pid" feed-bot ;;
+    tansu) pidfile_alive "$DATA/tansu.pid" tansu ;;
+  esac
+}
+
+start_api() {
+  port_in_use "$API_PORT" && ! wait_port_free "$API_PORT" 5 \
+    && die "port $API_PORT is taken by another program; set PORT to use another"
+  log "Starting the api on 127.0.0.1:$API_PORT (log: .data/api.log)"
+  # The caller's environment (limits, LOG_FORMAT, RUST_LOG, ...) passes through;
+  # only the addresses of the native components are set here.
+  HOST=127.0.0.1 PORT=$API_PORT \
+    DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/feed?sslmode=disable" \
+    KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" RUST_LOG="${RUST_LOG:-info}" \
+    nohup target/release/feed-api >>"$DATA/api.log" 2>&1 &
+  echo $! >"$DATA/api.pid"
+}
 
 ready_json() { curl -s --max-time 3 "http://127.0.0.1:$API_PORT/api/ready" 2>/dev/null || true; }
 
@@ -54,27 +74,38 @@ native_up() {
   set -o pipefail
   [ "$status" -eq 0 ] || die "the build failed; see .data/build.log"
 
-  if running "$DATA/api.pid"; then
+  local started_api=0
+  if running api; then
     log "api already running (pid $(cat "$DATA/api.pid"))"
   else
-    port_in_use "$API_PORT" && die "port $API_PORT is taken by another program; set PORT to use another"
-    log "Starting the api on 127.0.0.1:$API_PORT (log: .data/api.log)"
-    HOST=127.0.0.1 PORT=$API_PORT \
-      DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/feed?sslmode=disable" \
-      KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" RUST_LOG="${RUST_LOG:-info}" \
-      nohup target/release/feed-api >>"$DATA/api.log" 2>&1 &
-    echo $! >"$DATA/api.pid"
+    if [ -f "$DATA/api.pid" ]; then
+      # A process that is still going away (killed a moment ago) holds the port for a while.
+      wait_gone "$(cat "$DATA/api.pid")" 10 || true
+      log "api was not running (last pid $(cat "$DATA/api.pid")); starting it"
+    fi
+    start_api
+    started_api=1
   fi
   log "Waiting for /api/ready..."
   local i
   for ((i = 0; i < 240; i++)); do
-    if ready_json | grep -q '"ready"'; then break; fi
-    running "$DATA/api.pid" || { tail -n 30 "$DATA/api.log" >&2; die "the api exited; see .data/api.log"; }
+    if ready_json | grep -q '"status":"ready"'; then break; fi
+    if ! running api; then
+      if [ "$started_api" = 1 ]; then
+        tail -n 30 "$DATA/api.log" >&2
+        die "the api exited; see .data/api.log"
+      fi
+      # It was found running but has gone since (it was stopping): start it.
+      log "the api (pid $(cat "$DATA/api.pid")) has exited; starting it again"
+      wait_gone "$(cat "$DATA/api.pid")" 10 || true
+      start_api
+      started_api=1
+    fi
     sleep 0.5
   done
-  ready_json | grep -q '"ready"' || { tail -n 30 "$DATA/api.log" >&2; die "the api is not ready after 120 s; see .data/api.log"; }
+  ready_json | grep -q '"status":"ready"' || { tail -n 30 "$DATA/api.log" >&2; die "the api is not ready after 120 s; see .data/api.log"; }
 
-  if running "$DATA/bot.pid"; then
+  if running bot; then
     log "bot already running (pid $(cat "$DATA/bot.pid"))"
   else
     log "Starting the bot (log: .data/bot.log)"
@@ -109,16 +140,26 @@ native_stop() {
 }
 
 native_status() {
-  local name
-  for name in api bot tansu; do
-    if running "$DATA/$name.pid"; then echo "$name: running (pid $(cat "$DATA/$name.pid"))"; else echo "$name: stopped"; fi
-  done
+  local ready
+  if running api; then
+    ready=$(ready_json)
+    echo "api:        running, pid $(cat "$DATA/api.pid"), http://127.0.0.1:$API_PORT, $(echo "$ready" | grep -q '"status":"ready"' && echo ready || echo "not ready: $ready")"
+  else
+    echo "api:        stopped"
+  fi
+  if running bot; then echo "bot:        running, pid $(cat "$DATA/bot.pid")"; else echo "bot:        stopped"; fi
+  if running tansu; then
+    echo "tansu:      running, pid $(cat "$DATA/tansu.pid"), 127.0.0.1:$KAFKA_PORT"
+  else
+    echo "tansu:      stopped"
+  fi
+  local pid_file
+  pid_file="$(pg_dir "$DATA")/postmaster.pid"
   if [ -n "$(pg_bin)" ] && runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$(pg_dir "$DATA")" status >/dev/null 2>&1; then
-    echo "postgresql: running (127.0.0.1:$PG_PORT)"
+    echo "postgresql: running, pid $(head -n 1 "$pid_file" 2>/dev/null), 127.0.0.1:$PG_PORT"
   else
     echo "postgresql: stopped"
   fi
-  echo "ready: $(ready_json)"
 }
 
 docker_up() {

@@ -83,6 +83,10 @@ child_ticks() { # variable name
   printf -v "$1" '%s' "$(tail -n 1 "$OUT/.times" | awk -v hz="$TICK" '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%d\n", s * hz }')"
 }
 
+# The api's own histograms (GET /metrics): sums and counts, to split a run's
+# latency into its stages from the service's side rather than by guesswork.
+metrics_snapshot() { curl -sf "$API/metrics" | grep -E '^feed_(ingest_broker_ack|worker_persist|worker_batch_records|broadcast_delivery_latency)(_seconds)?_(sum|count) ' || true; }
+
 # After an overloaded run the pipeline may still hold a backlog: wait until a
 # fresh post is delivered (the feed is in order, so everything before it is too).
 settle() { $BOT load --url "$API" --rate 10 --connections 1 --duration 1 --clients 1 --drain 180 >/dev/null 2>&1 || true; }
@@ -91,17 +95,33 @@ settle() { $BOT load --url "$API" --rate 10 --connections 1 --duration 1 --clien
 # them exactly once, and the api kept up (throughput within 3% of the target).
 ingest_run() { # rate -> 0 if it passes
   local rate=$1 f="$OUT/ingest-$1.json" a0 t0 g0 c0 c1
+  metrics_snapshot >"$OUT/.metrics-before"
   a0=$(ticks "$API_PID"); t0=$(ticks "$TANSU_PID"); g0=$(pg_ticks); child_ticks c0
   $BOT load --url "$API" --rate "$rate" --connections 256 --duration "$SECS" --clients 1 --drain 20 --json "$f" >/dev/null 2>&1 || return 1
   child_ticks c1
+  metrics_snapshot >"$OUT/.metrics-after"
   python3 - "$f" "$rate" "$TICK" "$(( $(ticks "$API_PID") - a0 ))" "$(( $(ticks "$TANSU_PID") - t0 ))" \
-    "$(( $(pg_ticks) - g0 ))" "$(( c1 - c0 ))" <<'PY'
+    "$(( $(pg_ticks) - g0 ))" "$(( c1 - c0 ))" "$OUT/.metrics-before" "$OUT/.metrics-after" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); dl = d["delivery"]
 api, tansu, pg, gen = (int(x) / int(sys.argv[3]) for x in sys.argv[4:8])
 posts = max(d["accepted"], 1)
 d["cpu_us_per_post"] = {k: round(v * 1e6 / posts, 1) for k, v in
                         (("api", api), ("tansu", tansu), ("postgres", pg), ("load_generator", gen))}
+def samples(path):
+    out = {}
+    for line in open(path):
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+before, after = samples(sys.argv[8]), samples(sys.argv[9])
+def mean(base):
+    n = after.get(base + "_count", 0) - before.get(base + "_count", 0)
+    return (after.get(base + "_sum", 0) - before.get(base + "_sum", 0)) / n if n > 0 else None
+# Means over the run, from the api's histograms: where a message's time goes.
+stages = {"broker_ack_ms": mean("feed_ingest_broker_ack_seconds"), "persist_ms": mean("feed_worker_persist_seconds"),
+          "batch_records": mean("feed_worker_batch_records"), "created_to_released_ms": mean("feed_broadcast_delivery_latency_seconds")}
+d["api_stages_mean"] = {k: (round(v * 1000, 2) if k.endswith("_ms") else round(v, 1)) if v is not None else None for k, v in stages.items()}
 json.dump(d, open(sys.argv[1], "w"), indent=2)
 ok = not d["errors"] and dl["missed_total"] == 0 and dl["duplicates_total"] == 0 and d["throughput_per_s"] >= 0.97 * rate
 print(f"  {rate:>6.0f}/s: {'pass' if ok else 'FAIL'}  accepted {d['accepted']}/{d['requests_sent']} errors {d['errors'] or 'none'}  "
@@ -121,6 +141,7 @@ done
 echo "  sustained ingest: $best msg/s = $(( best * 100 / (CEILING > 0 ? CEILING : 1) ))% of the pipeline ceiling ($CEILING/s), $(( best * 100 / (PRODUCE > 0 ? PRODUCE : 1) ))% of raw produce ($PRODUCE/s), $(( best * 100 / (HEALTH > 0 ? HEALTH : 1) ))% of the HTTP ceiling ($HEALTH/s)"
 if [ -f "$OUT/ingest-$best.json" ]; then
   echo "  POST latency at that rate: p50 $(json_field "$OUT/ingest-$best.json" "d['request_latency']['p50_ms']") ms, p99 $(json_field "$OUT/ingest-$best.json" "d['request_latency']['p99_ms']") ms"
+  echo "  where the time went, from the api's own histograms (means): $(json_field "$OUT/ingest-$best.json" "d.get('api_stages_mean')")"
   python3 - "$OUT/ingest-$best.json" "$(nproc)" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))["cpu_us_per_post"]; total = sum(c.values())

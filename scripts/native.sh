@@ -108,8 +108,8 @@ pg_create_db() {
 tansu_start() {
   local data=$1 port=$2 pidfile="$1/tansu.pid"
   mkdir -p "$data"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
-  if port_in_use "$port"; then die "port $port is taken by another program; cannot start Tansu there"; fi
+  if pidfile_alive "$pidfile" tansu; then return 0; fi
+  if port_in_use "$port" && ! wait_port_free "$port" 5; then die "port $port is taken by another program; cannot start Tansu there"; fi
   log "Starting Tansu (Kafka protocol) on 127.0.0.1:$port, storage $data/tansu.db"
   (
     cd "$data" || exit 1
@@ -122,15 +122,45 @@ tansu_start() {
   wait_port "$port" 60 || die "Tansu did not start; see $data/tansu.log"
 }
 
+# alive PID [NAME]: the process exists, is not exiting (a zombie, or dead
+# but not yet reaped) and, when NAME is given, runs a program of that name
+# (a pid file can outlive its process and the pid be reused).
+alive() {
+  local pid=$1 name=${2:-} state comm
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null) || return 1
+  case "$state" in Z | X | x | "") return 1 ;; esac
+  if [ -n "$name" ]; then
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    [ "$comm" = "${name:0:15}" ] || return 1
+  fi
+}
+
+# pidfile_alive FILE [NAME]: the process of a pid file is alive.
+pidfile_alive() { [ -f "$1" ] && alive "$(cat "$1")" "${2:-}"; }
+
+# wait_gone PID SECONDS: until the process has exited (true) or the time is up.
+wait_gone() {
+  local pid=$1 secs=$2 i
+  for ((i = 0; i < secs * 10; i++)); do alive "$pid" || return 0; sleep 0.1; done
+  return 1
+}
+
+# wait_port_free PORT SECONDS: until nothing accepts on 127.0.0.1:PORT.
+wait_port_free() {
+  local port=$1 secs=$2 i
+  for ((i = 0; i < secs * 10; i++)); do port_in_use "$port" || return 0; sleep 0.1; done
+  return 1
+}
+
 # stop_pidfile FILE NAME: SIGTERM, then SIGKILL after 15 s.
 stop_pidfile() {
   local pidfile=$1 name=$2 pid i
   [ -f "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; log "$name killed"; else log "$name stopped"; fi
+    if wait_gone "$pid" 15; then log "$name stopped"; else kill -KILL "$pid" 2>/dev/null; wait_gone "$pid" 5; log "$name killed"; fi
   fi
   rm -f "$pidfile"
 }

@@ -276,14 +276,17 @@ impl Worker {
             .await
             .into_iter()
             .all(|ok| ok);
-        tracing::debug!(
-            records = batch.len(),
-            first_seq = persisted.first().map(|s| s.seq),
-            last_seq = persisted.last().map(|s| s.seq),
-            persist_ms,
-            total_ms = started.elapsed().as_millis() as u64,
-            "batch processed"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                records = batch.len(),
+                offsets = %offset_ranges(batch),
+                first_seq = persisted.first().map(|s| s.seq),
+                last_seq = persisted.last().map(|s| s.seq),
+                persist_ms,
+                total_ms = started.elapsed().as_millis() as u64,
+                "batch processed"
+            );
+        }
         ok
     }
 
@@ -413,4 +416,21 @@ impl Worker {
         )
         .await
     }
+}
+
+/// `partition:first-last` for each partition of a batch, e.g. `0:10-14 2:3-5`.
+fn offset_ranges(batch: &[OwnedMessage]) -> String {
+    let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+    for r in batch {
+        let range = ranges
+            .entry(r.partition())
+            .or_insert((r.offset(), r.offset()));
+        range.0 = range.0.min(r.offset());
+        range.1 = range.1.max(r.offset());
+    }
+    ranges
+        .iter()
+        .map(|(p, (first, last))| format!("{p}:{first}-{last}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
