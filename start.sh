@@ -163,6 +163,12 @@ native_status() {
 }
 
 docker_up() {
+  if [ -z "${COCKROACH_LICENSE:-}" ]; then
+    printf '\033[1;33mWARNING:\033[0m %s\n' \
+      "COCKROACH_LICENSE is not set. CockroachDB (24.3 and later) throttles a cluster of more than one node" \
+      "without a licence key to 5 concurrent transactions 7 days after it is initialised. Get a free key" \
+      "(Enterprise Free, which requires telemetry) and run: COCKROACH_LICENSE=... bash start.sh (docs/COMPOSE.md)." >&2
+  fi
   log "Docker engine found: docker compose up -d --build"
   compose up -d --build
   log "Waiting for /api/ready..."
@@ -180,8 +186,9 @@ The feed is running in Docker (Apache Kafka, CockroachDB roach1 + roach2).
   Post:         curl -X POST http://localhost:8090/api/messages -H 'Content-Type: application/json' \\
                      -d '{"user_id":"alice","content":"Hello, feed!"}'
   CockroachDB admin UI: http://localhost:8080 (roach1), http://localhost:8081 (roach2)
+  Metrics:      curl http://localhost:8090/metrics  (Prometheus: docker compose --profile monitoring up -d)
   Logs:         docker compose logs -f api bot
-  Stop:         bash start.sh stop
+  Stop:         bash start.sh stop   (keeps the data volumes; docker compose down -v deletes them)
 
 MSG
 }

@@ -14,7 +14,17 @@ done
 
 for _ in $(seq 1 60); do
   if cockroach sql --insecure --host="$HOST" -e "SELECT 1" >/dev/null 2>&1; then
-    cockroach sql --insecure --host="$HOST" -e "SELECT node_id, address, is_live FROM crdb_internal.gossip_liveness JOIN crdb_internal.gossip_nodes USING (node_id)" || true
+    # Since 24.3 a cluster of more than one node without a licence key is
+    # throttled to 5 concurrent open transactions 7 days after initialisation
+    # (CockroachDB licensing FAQ); Enterprise Free keys need telemetry on.
+    if [ -n "${COCKROACH_LICENSE:-}" ]; then
+      cockroach sql --insecure --host="$HOST" -e "SET CLUSTER SETTING enterprise.license = '${COCKROACH_LICENSE}'"
+      echo "licence key applied"
+    else
+      echo "WARNING: no COCKROACH_LICENSE: this two-node cluster will be throttled to 5 concurrent" >&2
+      echo "WARNING: transactions 7 days after initialisation; see docs/COMPOSE.md" >&2
+    fi
+    cockroach node status --insecure --host="$HOST" || true
     echo "CockroachDB is ready"
     exit 0
   fi

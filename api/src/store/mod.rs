@@ -44,9 +44,9 @@ pub enum Failure {
     /// The database or the path to it is in trouble (connection lost, timeout,
     /// no connection in time): retry with backoff; the record is not at fault.
     Transient,
-    /// Another transaction got in the way (`40001`, `40003`, or a uniqueness
-    /// conflict on `id` or `seq`, which only a racing writer can cause):
-    /// retry soon; the record is not at fault.
+    /// Another transaction got in the way (`40001`, or a uniqueness conflict
+    /// on `id` or `seq`, which only a racing writer can cause): retry soon;
+    /// the record is not at fault.
     Conflict,
     /// The database rejects what was written (SQLSTATE class 22, data
     /// exception, or 23, integrity constraint violation): retrying the same
@@ -87,7 +87,10 @@ impl StoreError {
         };
         let code = db.code().code();
         match code {
-            "40001" | "40003" => Failure::Conflict,
+            "40001" => Failure::Conflict,
+            // 40003: the outcome of a COMMIT is unknown (a node or the
+            // network failed during it). The insert is idempotent, so a retry
+            // is safe, but the cause is the cluster's trouble: back off.
             "23505"
                 if db
                     .constraint()
@@ -189,14 +192,11 @@ impl Store {
         self.pool.status()
     }
 
-    /// Checks that the database answers (readiness).
+    /// Checks that the database serves our data (readiness): it reads the
+    /// counter row, because a CockroachDB node that has lost quorum still
+    /// answers `SELECT 1` but cannot read a range.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.timed(async {
-            let client = self.pool.get().await?;
-            client.simple_query("SELECT 1").await?;
-            Ok(())
-        })
-        .await
+        self.max_seq().await.map(|_| ())
     }
 
     /// Persists a batch idempotently and gives each message its sequence number.
@@ -218,19 +218,20 @@ impl Store {
         let tx = client.transaction().await?;
         // The lock on the one sequence row serialises writers: numbers are
         // handed out in commit order, so committed numbers never have holes.
-        let last: i64 = tx
-            .query_one(
-                "SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE",
-                &[],
-            )
-            .await?
-            .try_get(0)?;
+        // Cached statements: each is parsed once per connection, so the
+        // transaction holding the counter row takes fewer round trips.
+        let lock = tx
+            .prepare_cached("SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE")
+            .await?;
+        let last: i64 = tx.query_one(&lock, &[]).await?.try_get(0)?;
         let ids: Vec<Uuid> = batch.iter().map(|m| m.id).collect();
+        let known = tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"
+            ))
+            .await?;
         let existing: HashMap<Uuid, Sequenced> = tx
-            .query(
-                &format!("SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"),
-                &[&ids],
-            )
+            .query(&known, &[&ids])
             .await
             .map_err(StoreError::from)
             .and_then(|rows| all_sequenced(&rows))?
@@ -265,17 +266,18 @@ impl Store {
             let contents: Vec<&str> = fresh.iter().map(|s| s.message.content.as_str()).collect();
             let times: Vec<chrono::DateTime<chrono::Utc>> =
                 fresh.iter().map(|s| s.message.created_at).collect();
-            tx.execute(
-                "INSERT INTO messages (id, seq, user_id, content, created_at) \
-                 SELECT * FROM unnest($1::UUID[], $2::INT8[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[])",
-                &[&ids, &seqs, &users, &contents, &times],
-            )
-            .await?;
-            tx.execute(
-                "UPDATE feed_sequence SET last_seq = $1 WHERE id = 1",
-                &[&next],
-            )
-            .await?;
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO messages (id, seq, user_id, content, created_at) \
+                     SELECT * FROM unnest($1::UUID[], $2::INT8[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[])",
+                )
+                .await?;
+            tx.execute(&insert, &[&ids, &seqs, &users, &contents, &times])
+                .await?;
+            let advance = tx
+                .prepare_cached("UPDATE feed_sequence SET last_seq = $1 WHERE id = 1")
+                .await?;
+            tx.execute(&advance, &[&next]).await?;
         }
         tx.commit().await?;
         Ok(Persisted {
