@@ -520,22 +520,29 @@ async fn a_thousand_feed_connections_leave_no_connections_or_memory_behind() {
         "connections of the warm-up closed: {} open, {fds_idle} idle",
         a.open_fds()
     );
-    let fds_before = a.open_fds();
-    let rss_before = a.rss_kib();
-    cycles(&a.api, 1000).await;
-    let settled = settle(fds_before).await;
-    let fds_after = a.open_fds();
-    let rss_after = a.rss_kib();
-    println!(
-        "1000 feed cycles: open fds {fds_before} -> {fds_after}, resident memory {rss_before} KiB -> {rss_after} KiB"
-    );
+    // Two measured rounds: a leak grows resident memory in both, while a new
+    // high-water mark of the allocator (a busier machine lets more
+    // connections overlap) shows in one at most.
+    let mut growth = Vec::new();
+    for round in 1..=2 {
+        let fds_before = a.open_fds();
+        let rss_before = a.rss_kib();
+        cycles(&a.api, 1000).await;
+        let settled = settle(fds_before).await;
+        let fds_after = a.open_fds();
+        let rss_after = a.rss_kib();
+        println!(
+            "round {round}, 1000 feed cycles: open fds {fds_before} -> {fds_after}, resident memory {rss_before} KiB -> {rss_after} KiB"
+        );
+        assert!(
+            settled.is_some(),
+            "open descriptors went back to {fds_before}, are {fds_after}"
+        );
+        growth.push(rss_after.saturating_sub(rss_before));
+    }
+    let least = growth.iter().copied().min().unwrap_or_default();
     assert!(
-        settled.is_some(),
-        "open descriptors went back to {fds_before}, are {fds_after}"
-    );
-    assert!(
-        rss_after <= rss_before + 4 * 1024,
-        "resident memory grew by {} KiB over 1000 cycles",
-        rss_after.saturating_sub(rss_before)
+        least <= 4 * 1024,
+        "resident memory grew by {growth:?} KiB in two rounds of 1000 cycles"
     );
 }
