@@ -33,6 +33,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub feed: FeedSettings,
     pub worker: WorkerSettings,
+    pub limits: LimitSettings,
     /// How long the HTTP server waits for in-flight requests at shutdown
     /// (`SHUTDOWN_TIMEOUT_SECS`); the whole shutdown stays within 10 s.
     pub shutdown_timeout: Duration,
@@ -132,6 +133,35 @@ pub struct FeedSettings {
     pub gap_grace: Duration,
 }
 
+/// What keeps the service up whatever clients do (docs/SECURITY.md).
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Posts per minute per client address (`POST_RATE_PER_MINUTE`).
+    pub post_rate_per_minute: std::num::NonZeroU32,
+    /// Posts a client address may make at once before the rate applies (`POST_RATE_BURST`).
+    pub post_rate_burst: std::num::NonZeroU32,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: addresses and CIDR networks).
+    pub trusted_proxies: crate::limits::client::TrustedProxies,
+    /// Open HTTP connections, all kinds (`HTTP_MAX_CONNECTIONS`; default from the descriptor limit).
+    pub max_connections: usize,
+    /// Feed streams on this instance (`FEED_MAX_CLIENTS`; default from the descriptor limit).
+    pub feed_max_clients: usize,
+    /// Feed streams per client address (`FEED_MAX_CLIENTS_PER_IP`).
+    pub feed_max_clients_per_ip: usize,
+    /// Middle of the jittered `retry:` sent with `event: unavailable` (`FEED_UNAVAILABLE_RETRY_SECS`).
+    pub feed_unavailable_retry: Duration,
+    /// Feed database reads at once (`FEED_DB_CONCURRENCY`; default half the pool).
+    pub feed_db_concurrency: usize,
+    /// How long a feed read waits for its turn (`FEED_DB_WAIT_MS`).
+    pub feed_db_wait: Duration,
+    /// Idle time before a keep-alive connection is closed (`HTTP_KEEP_ALIVE_SECS`).
+    pub keep_alive: Duration,
+    /// Time a client has to send a request's head (`HTTP_REQUEST_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// Time a client has to send a request's body (`HTTP_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// Run the worker in this process (`WORKER_ENABLED`).
@@ -183,6 +213,20 @@ impl Settings {
         }
 
         let history_max = env.parse_range("FEED_HISTORY_MAX", 1000u32, 0..=100_000)?;
+        let pool_size = env.parse_range("DB_POOL_SIZE", 16usize, 1..=1024)?;
+        let caps = crate::limits::capacity::Caps::for_descriptor_limit(
+            crate::limits::capacity::descriptor_limit().unwrap_or(65_536),
+        );
+        let max_connections =
+            env.parse_range("HTTP_MAX_CONNECTIONS", caps.connections, 1..=10_000_000)?;
+        let feed_max_clients = env.parse_range(
+            "FEED_MAX_CLIENTS",
+            caps.feed_clients.min(max_connections),
+            1..=max_connections,
+        )?;
+        let trusted_proxies =
+            crate::limits::client::TrustedProxies::parse(env.get("TRUSTED_PROXIES").unwrap_or(""))
+                .map_err(|reason| env.invalid("TRUSTED_PROXIES", &reason))?;
         let history_default = env.parse_range("FEED_HISTORY_DEFAULT", 100u32, 0..=history_max)?;
 
         Ok(Settings {
@@ -219,7 +263,7 @@ impl Settings {
             },
             database: DatabaseSettings {
                 url: database_url,
-                pool_size: env.parse_range("DB_POOL_SIZE", 16usize, 1..=1024)?,
+                pool_size,
                 timeout: Duration::from_millis(env.parse_range(
                     "DB_TIMEOUT_MS",
                     5000u64,
@@ -269,6 +313,56 @@ impl Settings {
                 5u64,
                 1..=300,
             )?),
+            limits: LimitSettings {
+                post_rate_per_minute: env.parse_range(
+                    "POST_RATE_PER_MINUTE",
+                    std::num::NonZeroU32::new(60).unwrap_or(std::num::NonZeroU32::MIN),
+                    std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
+                )?,
+                post_rate_burst: env.parse_range(
+                    "POST_RATE_BURST",
+                    std::num::NonZeroU32::new(20).unwrap_or(std::num::NonZeroU32::MIN),
+                    std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
+                )?,
+                trusted_proxies,
+                max_connections,
+                feed_max_clients,
+                feed_max_clients_per_ip: env.parse_range(
+                    "FEED_MAX_CLIENTS_PER_IP",
+                    100usize,
+                    1..=10_000_000,
+                )?,
+                feed_unavailable_retry: Duration::from_secs(env.parse_range(
+                    "FEED_UNAVAILABLE_RETRY_SECS",
+                    10u64,
+                    1..=3600,
+                )?),
+                feed_db_concurrency: env.parse_range(
+                    "FEED_DB_CONCURRENCY",
+                    (pool_size / 2).max(1),
+                    1..=pool_size,
+                )?,
+                feed_db_wait: Duration::from_millis(env.parse_range(
+                    "FEED_DB_WAIT_MS",
+                    2000u64,
+                    1..=600_000,
+                )?),
+                keep_alive: Duration::from_secs(env.parse_range(
+                    "HTTP_KEEP_ALIVE_SECS",
+                    5u64,
+                    1..=3600,
+                )?),
+                request_timeout: Duration::from_millis(env.parse_range(
+                    "HTTP_REQUEST_TIMEOUT_MS",
+                    5000u64,
+                    100..=600_000,
+                )?),
+                body_timeout: Duration::from_millis(env.parse_range(
+                    "HTTP_BODY_TIMEOUT_MS",
+                    10_000u64,
+                    100..=600_000,
+                )?),
+            },
             metrics_addr: match env.get("METRICS_ADDR") {
                 None => None,
                 Some(_) => Some(env.parse(

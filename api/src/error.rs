@@ -30,10 +30,12 @@ pub enum ErrorCode {
     MethodNotAllowed,
     NotFound,
     InternalError,
+    RateLimited,
+    RequestTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidBody,
@@ -49,6 +51,8 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::NotFound,
         ErrorCode::InternalError,
+        ErrorCode::RateLimited,
+        ErrorCode::RequestTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +72,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NotFound => "not_found",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod feed;
 pub mod health;
 pub mod ingest;
 pub mod kafka;
+pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod observe;

@@ -66,6 +66,31 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    PostRate,
+    FeedCapacity,
+    FeedPerAddress,
+    FeedDatabaseQueue,
+}
+
+impl Limit {
+    fn label(self) -> &'static str {
+        match self {
+            Limit::PostRate => "post_rate",
+            Limit::FeedCapacity => "feed_capacity",
+            Limit::FeedPerAddress => "feed_per_address",
+            Limit::FeedDatabaseQueue => "feed_database_queue",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
 /// Why the worker retried.
 #[derive(Debug, Clone, Copy)]
 pub enum RetryCause {
@@ -127,6 +152,7 @@ pub struct Metrics {
     pub sse_resets: Family<ReasonLabel, Counter>,
     pub sse_lagged: Counter,
     pub sse_events_sent: Counter,
+    pub refused: Family<LimitLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -166,6 +192,7 @@ impl Metrics {
             sse_resets: Family::default(),
             sse_lagged: Counter::default(),
             sse_events_sent: Counter::default(),
+            refused: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -305,12 +332,25 @@ impl Metrics {
             m.sse_events_sent.clone(),
         );
         r.register(
+            "feed_limits_refused",
+            "requests refused by a limit (post_rate, feed_capacity, feed_per_address, feed_database_queue)",
+            m.refused.clone(),
+        );
+        r.register(
             "feed_db_pool_connections",
             "database connections, by state (in_use, idle)",
             m.pool.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
         Metrics { registry, ..m }
+    }
+
+    pub fn refused(&self, limit: Limit) {
+        self.refused
+            .get_or_create(&LimitLabel {
+                limit: limit.label(),
+            })
+            .inc();
     }
 
     pub fn retry(&self, cause: RetryCause) {

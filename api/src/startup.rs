@@ -25,6 +25,7 @@ use crate::broadcast;
 use crate::config::Settings;
 use crate::error::{json_error, json_error_builder, Chain, ErrorCode};
 use crate::kafka::{self, Producer};
+use crate::limits::Limits;
 use crate::metrics::{self, Metrics};
 use crate::observe;
 use crate::retry::{self, GaveUp};
@@ -110,7 +111,10 @@ impl Application {
             ),
             None => None,
         };
+        let limits = Limits::new(&settings.limits);
+        let http_limits = settings.limits.clone();
         let state = web::Data::new(AppState {
+            limits,
             settings,
             store,
             producer,
@@ -128,11 +132,24 @@ impl Application {
                 .configure(|cfg| routes(cfg, metrics_here))
                 .default_service(web::to(not_found))
         })
+        .workers(http_workers())
+        // Per worker: together they hold at most HTTP_MAX_CONNECTIONS, which is
+        // below the descriptor limit, so clients cannot exhaust descriptors;
+        // past it the listener stops accepting until a connection closes.
+        .max_connections(http_limits.max_connections.div_ceil(http_workers()))
+        .keep_alive(http_limits.keep_alive)
+        .client_request_timeout(http_limits.request_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
         .listen(listener)?
         .disable_signals()
         .shutdown_timeout(shutdown_timeout)
         .run();
-        tracing::info!(port, "listening");
+        tracing::info!(
+            port,
+            max_connections = http_limits.max_connections,
+            feed_max_clients = http_limits.feed_max_clients,
+            "listening"
+        );
         let metrics_server = match metrics_listener {
             None => None,
             Some(listener) => {
@@ -272,6 +289,13 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
                 .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
         );
     }
+}
+
+/// actix's worker threads: one per core, as its default.
+fn http_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
 }
 
 /// A route that answers `GET` and `HEAD`.

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broadcast::Broadcaster;
 use crate::config::Settings;
 use crate::kafka::Producer;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::worker;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub store: Store,
     pub producer: Producer,
     pub broadcaster: Broadcaster,
+    /// Rates, caps and queues that keep the service up.
+    pub limits: Limits,
     /// Every metric of this application (its own registry).
     pub metrics: Arc<Metrics>,
     /// The worker's progress, if this instance runs one.

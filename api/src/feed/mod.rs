@@ -33,8 +33,9 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::broadcast::FeedEvent;
 use crate::cursor;
 use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
+use crate::limits::admission::{ReadQueue, Refusal, Ticket};
 use crate::message::{Sequenced, UserId};
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::{Limit, Metrics, ReasonLabel};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
@@ -85,6 +86,36 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if state.shutdown.is_cancelled() {
         return Err(ReadError::ShuttingDown);
     }
+    let client = state.limits.clients.client_of(&req);
+    let ticket = match state.limits.admission.admit(client) {
+        Ok(ticket) => ticket,
+        Err(Refusal::OverCapacity) => {
+            state.metrics.refused(Limit::FeedCapacity);
+            return Ok(unavailable(
+                &state,
+                "over_capacity",
+                "this instance holds as many feed connections as it may; reconnecting later will work",
+            ));
+        }
+        Err(Refusal::TooManyFromAddress) => {
+            state.metrics.refused(Limit::FeedPerAddress);
+            return Ok(unavailable(
+                &state,
+                "too_many_connections",
+                "too many feed connections from this address; close some, or reconnect later",
+            ));
+        }
+    };
+    // The database reads of this connect wait for their turn, so a herd of
+    // reconnecting clients cannot take the worker's database connections.
+    let Some(turn) = state.limits.reads.turn().await else {
+        state.metrics.refused(Limit::FeedDatabaseQueue);
+        return Ok(unavailable(
+            &state,
+            "busy",
+            "too many clients are catching up at once; reconnecting later will work",
+        ));
+    };
     let feed = &state.settings.feed;
     let store = &state.store;
     let user = q.user_id.as_ref();
@@ -150,9 +181,12 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         "feed client connected"
     );
 
+    drop(turn);
     state.metrics.sse_opened.inc();
     let stream = FeedStream {
         rx,
+        _ticket: ticket,
+        reads: state.limits.reads.clone(),
         metrics: state.metrics.clone(),
         pending,
         live_from,
@@ -165,12 +199,36 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         done: false,
     };
     let body = Sse::from_stream(stream.into_stream()).with_retry_duration(feed.retry);
-    Ok(HttpResponse::Ok()
+    Ok(stream_response().body(body))
+}
+
+/// A stream refused for a passing reason: `200` with `event: unavailable`
+/// and a jittered `retry:`, then the end, so an `EventSource` reconnects by
+/// itself later (it would give up for good on any other status).
+fn unavailable(state: &AppState, reason: &'static str, message: &str) -> HttpResponse {
+    let retry = state.limits.unavailable_retry();
+    let data = json!({
+        "reason": reason,
+        "message": message,
+        "retry_ms": retry.as_millis() as u64,
+    });
+    let event: sse::Event = sse::Data::new(data.to_string()).event("unavailable").into();
+    let body = Sse::from_stream(futures_util::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(event)
+    }))
+    .with_retry_duration(retry);
+    stream_response().body(body)
+}
+
+/// The head of every feed response.
+fn stream_response() -> HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    builder
         .content_type("text/event-stream")
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
         .insert_header(ContentEncoding::Identity)
-        .insert_header(("X-Accel-Buffering", "no"))
-        .body(body))
+        .insert_header(("X-Accel-Buffering", "no"));
+    builder
 }
 
 /// What a stream has still to send before it goes live, and how far it has got.
@@ -216,6 +274,9 @@ fn reset_event(reason: &str, message: &str) -> sse::Event {
 /// One client's position in the feed.
 struct FeedStream {
     rx: Receiver<Arc<FeedEvent>>,
+    /// This stream's place under the caps, given back when it ends.
+    _ticket: Ticket,
+    reads: ReadQueue,
     metrics: Arc<Metrics>,
     pending: Pending,
     /// The broadcaster's position when this client subscribed. Once the
@@ -260,6 +321,11 @@ impl FeedStream {
             let Some(after) = self.pending.catch_up else {
                 self.pending.last_sent = self.pending.last_sent.max(self.live_from);
                 break;
+            };
+            let Some(_turn) = self.reads.turn().await else {
+                // The client reconnects with its last cursor and resumes.
+                tracing::debug!("feed catch-up found no turn to read; ending the stream");
+                return None;
             };
             match self.store.after(after, PAGE, self.user_id.as_ref()).await {
                 Ok(rows) => self.pending.push_page(rows),

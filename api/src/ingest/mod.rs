@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
 use crate::kafka::{ProduceError, Producer};
 use crate::message::{self, FieldError, Message};
-use crate::metrics::CodeLabel;
+use crate::metrics::{CodeLabel, Limit};
 use crate::state::AppState;
 
 /// Largest accepted body.
@@ -46,6 +46,15 @@ pub enum PostError {
     Invalid(#[from] FieldError),
     #[error("the message could not be queued; retry later")]
     Unavailable(#[source] ProduceError),
+    #[error("too many posts from this address; retry after {} s", retry_after_secs(*.0))]
+    RateLimited(std::time::Duration),
+    #[error("the body did not arrive within {} ms", .0.as_millis())]
+    BodyTimeout(std::time::Duration),
+}
+
+/// Whole seconds to wait, at least one (`Retry-After` takes seconds).
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 impl PostError {
@@ -60,6 +69,8 @@ impl PostError {
             PostError::WrongType(_) => ErrorCode::InvalidType,
             PostError::Invalid(_) => ErrorCode::InvalidField,
             PostError::Unavailable(_) => ErrorCode::QueueUnavailable,
+            PostError::RateLimited(_) => ErrorCode::RateLimited,
+            PostError::BodyTimeout(_) => ErrorCode::RequestTimeout,
         }
     }
 
@@ -79,15 +90,23 @@ impl ResponseError for PostError {
             PostError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PostError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PostError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            PostError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponseBuilder::new(self.status_code());
-        if let PostError::Unavailable(cause) = self {
-            tracing::warn!(error = %Chain(cause), "answering 503: broker did not acknowledge");
-            builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        match self {
+            PostError::Unavailable(cause) => {
+                tracing::warn!(error = %Chain(cause), "answering 503: broker did not acknowledge");
+                builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            PostError::RateLimited(wait) => {
+                builder.insert_header((header::RETRY_AFTER, retry_after_secs(*wait).to_string()));
+            }
+            _ => {}
         }
         // For a 503 the cause stays in the log; the client gets the summary.
         json_error_builder(builder, self.code(), &self.to_string(), self.field())
@@ -130,8 +149,15 @@ async fn accept(
     body: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, PostError> {
+    let client = state.limits.clients.client_of(req);
+    if let Err(wait) = state.limits.posts.check(client) {
+        state.metrics.refused(Limit::PostRate);
+        return Err(PostError::RateLimited(wait));
+    }
     check_content_type(req)?;
-    let bytes = read_body(req, body).await?;
+    let bytes = tokio::time::timeout(state.settings.limits.body_timeout, read_body(req, body))
+        .await
+        .map_err(|_| PostError::BodyTimeout(state.settings.limits.body_timeout))??;
     let message = parse(&bytes)?;
     let started = std::time::Instant::now();
     let queued = queue(

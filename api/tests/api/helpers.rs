@@ -31,6 +31,11 @@ pub fn brokers() -> String {
     std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
 
+/// A connection to the test server's admin database.
+pub async fn admin_client() -> tokio_postgres::Client {
+    connect(&admin_url()).await
+}
+
 fn with_db(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{db}")
@@ -122,6 +127,13 @@ impl TestEnv {
             ("KAFKA_WORKER_GROUP".into(), self.group.clone()),
             ("DB_POOL_SIZE".into(), "4".into()),
             ("DB_TIMEOUT_MS".into(), "2000".into()),
+            // Tests send everything from 127.0.0.1, far faster than a person:
+            // the public defaults of these limits are raised here, explicitly.
+            // Tests of a limit set small values of their own.
+            ("POST_RATE_PER_MINUTE".into(), "100000000".into()),
+            ("POST_RATE_BURST".into(), "1000000".into()),
+            ("FEED_MAX_CLIENTS_PER_IP".into(), "1000000".into()),
+            ("FEED_DB_WAIT_MS".into(), "60000".into()),
         ]);
         for (k, v) in extra {
             vars.insert((*k).to_owned(), v.clone());

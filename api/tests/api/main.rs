@@ -8,6 +8,7 @@ mod faults;
 mod feed;
 mod health;
 mod helpers;
+mod limits;
 mod metrics;
 mod pages;
 mod poison;

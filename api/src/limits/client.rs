@@ -1,0 +1,106 @@
+//! The client's address: the socket's peer, unless that peer is a proxy we
+//! trust (`TRUSTED_PROXIES`), in which case the nearest address in
+//! `X-Forwarded-For` that is not itself a trusted proxy. Anyone can write an
+//! `X-Forwarded-For` header, so it is believed only from known proxies.
+
+use std::net::IpAddr;
+
+use actix_web::HttpRequest;
+use ipnet::IpNet;
+
+/// The networks whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses a comma-separated list of addresses and CIDR networks.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies)
+    }
+
+    fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+
+    /// The client of a request that came from `peer` with these
+    /// `X-Forwarded-For` values (oldest hop first, as proxies append).
+    pub fn client(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+        if !self.contains(&peer) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = forwarded_for
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|h| h.trim().parse().ok())
+            .collect();
+        // From the nearest hop outwards, the first one we do not run ourselves.
+        hops.iter()
+            .rev()
+            .find(|ip| !self.contains(ip))
+            .or_else(|| hops.first())
+            .copied()
+            .unwrap_or(peer)
+    }
+
+    /// The client address of `req`.
+    pub fn client_of(&self, req: &HttpRequest) -> IpAddr {
+        let peer = req
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        self.client(peer, &forwarded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, 127.0.0.1").expect("valid");
+        // Untrusted peer: its header is ignored.
+        assert_eq!(
+            trusted.client(ip("203.0.113.9"), &["1.2.3.4"]),
+            ip("203.0.113.9")
+        );
+        // Trusted peer: the nearest untrusted hop.
+        assert_eq!(
+            trusted.client(ip("127.0.0.1"), &["198.51.100.7, 10.1.2.3"]),
+            ip("198.51.100.7")
+        );
+        // A forged leftmost entry does not win over the hop our proxy saw.
+        assert_eq!(
+            trusted.client(ip("10.0.0.5"), &["6.6.6.6", "198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+        // Trusted peer without a usable header: the peer.
+        assert_eq!(
+            trusted.client(ip("127.0.0.1"), &["garbage"]),
+            ip("127.0.0.1")
+        );
+        assert!(TrustedProxies::parse("not-an-ip").is_err());
+        assert_eq!(
+            TrustedProxies::parse("").expect("empty"),
+            TrustedProxies::default()
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! What keeps the service up whatever clients do (docs/SECURITY.md):
+//!
+//! - [`client`]: who a request comes from (the socket's address, or
+//!   `X-Forwarded-For` when the socket is a trusted proxy);
+//! - [`rate`]: a token bucket per client address for posts;
+//! - [`admission`]: caps on feed streams, in all and per address, and a
+//!   bounded queue for the database reads a connect makes;
+//! - [`capacity`]: defaults derived from the process's descriptor limit, so
+//!   that clients can never exhaust it.
+//!
+//! Every refusal answers at once: `429` with `Retry-After` for posts, and for
+//! the feed a `200` stream with `event: unavailable` and a jittered `retry:`
+//! (an `EventSource` gives up for good on any other status).
+
+pub mod admission;
+pub mod capacity;
+pub mod client;
+pub mod rate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+
+use crate::config::LimitSettings;
+
+/// The limits of one application, shared by the handlers.
+pub struct Limits {
+    pub clients: client::TrustedProxies,
+    pub posts: rate::PostRate,
+    pub admission: Arc<admission::Admission>,
+    pub reads: admission::ReadQueue,
+    unavailable_retry: Duration,
+}
+
+impl Limits {
+    pub fn new(settings: &LimitSettings) -> Self {
+        Limits {
+            clients: settings.trusted_proxies.clone(),
+            posts: rate::PostRate::new(settings.post_rate_per_minute, settings.post_rate_burst),
+            admission: admission::Admission::new(
+                settings.feed_max_clients,
+                settings.feed_max_clients_per_ip,
+            ),
+            reads: admission::ReadQueue::new(settings.feed_db_concurrency, settings.feed_db_wait),
+            unavailable_retry: settings.feed_unavailable_retry,
+        }
+    }
+
+    /// The `retry:` for a refused stream: between half and one and a half
+    /// times the setting, so refused clients do not all come back at once.
+    pub fn unavailable_retry(&self) -> Duration {
+        self.unavailable_retry
+            .mul_f64(rand::rng().random_range(0.5..=1.5))
+    }
+}
