@@ -34,6 +34,10 @@ pub struct Settings {
     pub feed: FeedSettings,
     pub worker: WorkerSettings,
     pub limits: LimitSettings,
+    pub auth: AuthSettings,
+    /// Origins allowed to use the API from a browser (`CORS_ALLOWED_ORIGINS`,
+    /// comma-separated; `*` for any). Empty: no cross-origin access.
+    pub cors_allowed_origins: Vec<String>,
     /// How long the HTTP server waits for in-flight requests at shutdown
     /// (`SHUTDOWN_TIMEOUT_SECS`); the whole shutdown stays within 10 s.
     pub shutdown_timeout: Duration,
@@ -133,6 +137,23 @@ pub struct FeedSettings {
     pub gap_grace: Duration,
 }
 
+/// Token authentication (docs/SECURITY.md); off unless a key is set.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// HS256 shared secret (`AUTH_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// RS256 or ES256 public key in PEM (`AUTH_JWT_PUBLIC_KEY`).
+    pub jwt_public_key: Option<String>,
+    /// Clock leeway for `exp` (`AUTH_LEEWAY_SECS`).
+    pub leeway: Duration,
+    /// The feed needs a token too (`AUTH_FEED=required`; `public` by default).
+    pub feed_required: bool,
+    /// Posts a minute per user when tokens are on (`POST_RATE_PER_USER_PER_MINUTE`).
+    pub user_rate_per_minute: std::num::NonZeroU32,
+    /// Burst per user (`POST_RATE_PER_USER_BURST`).
+    pub user_rate_burst: std::num::NonZeroU32,
+}
+
 /// What keeps the service up whatever clients do (docs/SECURITY.md).
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
@@ -229,7 +250,7 @@ impl Settings {
                 .map_err(|reason| env.invalid("TRUSTED_PROXIES", &reason))?;
         let history_default = env.parse_range("FEED_HISTORY_DEFAULT", 100u32, 0..=history_max)?;
 
-        Ok(Settings {
+        let settings = Settings {
             host: env.get("HOST").unwrap_or("127.0.0.1").to_owned(),
             port: env.parse("PORT", 8090u16)?,
             send_buffer_bytes: env.parse_range(
@@ -363,6 +384,38 @@ impl Settings {
                     100..=600_000,
                 )?),
             },
+            auth: AuthSettings {
+                jwt_secret: env.get("AUTH_JWT_SECRET").map(str::to_owned),
+                jwt_public_key: env.get("AUTH_JWT_PUBLIC_KEY").map(str::to_owned),
+                leeway: Duration::from_secs(env.parse_range(
+                    "AUTH_LEEWAY_SECS",
+                    30u64,
+                    0..=3600,
+                )?),
+                feed_required: match env.get("AUTH_FEED").map(|v| v.trim().to_ascii_lowercase()) {
+                    None => false,
+                    Some(v) if v == "public" => false,
+                    Some(v) if v == "required" => true,
+                    Some(_) => return Err(env.invalid("AUTH_FEED", "must be public or required")),
+                },
+                user_rate_per_minute: env.parse_range(
+                    "POST_RATE_PER_USER_PER_MINUTE",
+                    std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN),
+                    std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
+                )?,
+                user_rate_burst: env.parse_range(
+                    "POST_RATE_PER_USER_BURST",
+                    std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
+                    std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
+                )?,
+            },
+            cors_allowed_origins: env
+                .get("CORS_ALLOWED_ORIGINS")
+                .unwrap_or("")
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
             metrics_addr: match env.get("METRICS_ADDR") {
                 None => None,
                 Some(_) => Some(env.parse(
@@ -371,7 +424,18 @@ impl Settings {
                 )?),
             },
             log_format: LogFormat::from_env(vars)?,
-        })
+        };
+        // The key must parse: a deployment that meant to require tokens must
+        // not start without them.
+        crate::auth::Auth::from_settings(&settings.auth).map_err(|e| {
+            let var = if settings.auth.jwt_public_key.is_some() {
+                "AUTH_JWT_PUBLIC_KEY"
+            } else {
+                "AUTH_JWT_SECRET"
+            };
+            env.invalid(var, &e.0)
+        })?;
+        Ok(settings)
     }
 }
 

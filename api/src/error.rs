@@ -32,10 +32,13 @@ pub enum ErrorCode {
     InternalError,
     RateLimited,
     RequestTimeout,
+    MissingToken,
+    InvalidToken,
+    ForbiddenUser,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidBody,
@@ -53,6 +56,9 @@ impl ErrorCode {
         ErrorCode::InternalError,
         ErrorCode::RateLimited,
         ErrorCode::RequestTimeout,
+        ErrorCode::MissingToken,
+        ErrorCode::InvalidToken,
+        ErrorCode::ForbiddenUser,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +80,9 @@ impl ErrorCode {
             ErrorCode::InternalError => "internal_error",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::MissingToken => "missing_token",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::ForbiddenUser => "forbidden_user",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`feed`]: `GET /api/feed` (SSE) and `GET /api/messages` (pages).
 //! - [`health`], [`config`], [`startup`]: the rest of the service.
 
+pub mod auth;
 pub mod broadcast;
 pub mod config;
 pub mod cursor;

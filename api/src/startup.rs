@@ -13,14 +13,16 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{guard, web, App, HttpResponse, HttpServer, Route};
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::broadcast;
 use crate::config::Settings;
 use crate::error::{json_error, json_error_builder, Chain, ErrorCode};
@@ -111,9 +113,13 @@ impl Application {
             ),
             None => None,
         };
-        let limits = Limits::new(&settings.limits);
+        let limits = Limits::new(&settings.limits, &settings.auth);
+        let auth = Auth::from_settings(&settings.auth)
+            .map_err(|e| anyhow::anyhow!("invalid authentication settings: {e}"))?;
         let http_limits = settings.limits.clone();
+        let cors_origins = settings.cors_allowed_origins.clone();
         let state = web::Data::new(AppState {
+            auth,
             limits,
             settings,
             store,
@@ -128,6 +134,10 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .wrap(Condition::new(
+                    !cors_origins.is_empty(),
+                    cors(&cors_origins),
+                ))
                 .wrap(from_fn(observe::observe))
                 .configure(|cfg| routes(cfg, metrics_here))
                 .default_service(web::to(not_found))
@@ -288,6 +298,34 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
                 .route(get(handler))
                 .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
         );
+    }
+}
+
+/// Cross-origin access for the origins in `CORS_ALLOWED_ORIGINS` (`actix-cors`):
+/// the feed (with `Last-Event-ID`, and cookies for `AUTH_FEED=required`),
+/// posts and pages. `*` allows any origin, without credentials.
+fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST"])
+        .allowed_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("last-event-id"),
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        cors.allow_any_origin()
+    } else {
+        origins
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin))
+            .supports_credentials()
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::broadcast::Broadcaster;
 use crate::config::Settings;
 use crate::kafka::Producer;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub store: Store,
     pub producer: Producer,
     pub broadcaster: Broadcaster,
+    /// Token checks, when a key is configured.
+    pub auth: Option<Auth>,
     /// Rates, caps and queues that keep the service up.
     pub limits: Limits,
     /// Every metric of this application (its own registry).

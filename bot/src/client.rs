@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::token::Signer;
+
 /// Why a post did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -16,6 +18,9 @@ pub enum PostError {
         status: u16,
         retry_after: Option<Duration>,
     },
+    /// No token could be signed (a bug: the claims always encode).
+    #[error("could not sign a token")]
+    Token(#[source] jsonwebtoken::errors::Error),
     /// The API rejected the post: a bug in the generator, never retried.
     #[error("API rejected the post with {status}: {body}")]
     Rejected { status: u16, body: String },
@@ -31,6 +36,7 @@ pub struct Accepted {
 pub struct ApiClient {
     http: reqwest::Client,
     url: String,
+    signer: Option<Signer>,
 }
 
 impl ApiClient {
@@ -42,18 +48,26 @@ impl ApiClient {
         Ok(ApiClient {
             http,
             url: format!("{api_url}/api/messages"),
+            signer: None,
         })
+    }
+
+    /// Signs a token for each post's user (for an api with `AUTH_JWT_SECRET`).
+    pub fn with_jwt_secret(mut self, secret: Option<&str>) -> Self {
+        self.signer = secret.map(Signer::new);
+        self
     }
 
     /// Posts one message; `Ok` means the API answered 202.
     pub async fn post(&self, user_id: &str, content: &str) -> Result<Accepted, PostError> {
-        let res = self
+        let mut req = self
             .http
             .post(&self.url)
-            .json(&serde_json::json!({ "user_id": user_id, "content": content }))
-            .send()
-            .await
-            .map_err(PostError::Unavailable)?;
+            .json(&serde_json::json!({ "user_id": user_id, "content": content }));
+        if let Some(signer) = &self.signer {
+            req = req.bearer_auth(signer.token(user_id).map_err(PostError::Token)?);
+        }
+        let res = req.send().await.map_err(PostError::Unavailable)?;
         let status = res.status();
         if status.as_u16() == 202 {
             return res.json().await.map_err(PostError::Unavailable);

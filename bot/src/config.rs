@@ -42,6 +42,14 @@ pub struct BotArgs {
     /// Stop after this many posts in total [default: unlimited]
     #[arg(long, env = "BOT_MAX_POSTS", value_name = "BOT_MAX_POSTS")]
     pub max_posts: Option<u64>,
+    /// Sign an HS256 token per user with this secret (the api's AUTH_JWT_SECRET)
+    #[arg(
+        long,
+        env = "AUTH_JWT_SECRET",
+        value_name = "AUTH_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
 }
 
 /// Settings that parse but do not fit together.
@@ -65,6 +73,8 @@ pub struct BotSettings {
     pub interval: Duration,
     pub jitter: Duration,
     pub max_posts: Option<u64>,
+    /// Secret to sign tokens with, when the api requires them.
+    pub jwt_secret: Option<String>,
 }
 
 impl BotArgs {
@@ -88,6 +98,7 @@ impl BotArgs {
             interval: self.interval,
             jitter: self.jitter,
             max_posts: self.max_posts,
+            jwt_secret: self.jwt_secret,
         })
     }
 }

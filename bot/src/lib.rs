@@ -12,6 +12,7 @@ pub mod config;
 pub mod generator;
 pub mod load;
 pub mod poster;
+pub mod token;
 
 /// An error with its causes, for logs: `outer: inner: root`.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -32,7 +32,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let client = match ApiClient::new(&settings.api_url) {
-        Ok(c) => c,
+        Ok(c) => c.with_jwt_secret(settings.jwt_secret.as_deref()),
         Err(e) => {
             eprintln!("feed-bot: cannot build the HTTP client: {e}");
             return std::process::ExitCode::FAILURE;

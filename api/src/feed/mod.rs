@@ -53,6 +53,19 @@ pub enum ReadError {
     Unavailable(#[source] StoreError),
     #[error("this instance is shutting down; reconnect")]
     ShuttingDown,
+    #[error(transparent)]
+    Unauthorized(crate::auth::AuthError),
+}
+
+/// With `AUTH_FEED=required`, a reader must present a valid token.
+pub fn check_reader(req: &HttpRequest, state: &AppState) -> Result<(), ReadError> {
+    match &state.auth {
+        Some(auth) if auth.feed_required => auth
+            .reader(req)
+            .map(|_| ())
+            .map_err(ReadError::Unauthorized),
+        _ => Ok(()),
+    }
 }
 
 impl ResponseError for ReadError {
@@ -60,6 +73,7 @@ impl ResponseError for ReadError {
         match self {
             ReadError::Query(_) => StatusCode::BAD_REQUEST,
             ReadError::Unavailable(_) | ReadError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ReadError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -72,6 +86,10 @@ impl ResponseError for ReadError {
                 (ErrorCode::DatabaseUnavailable, None)
             }
             ReadError::ShuttingDown => (ErrorCode::ShuttingDown, None),
+            ReadError::Unauthorized(crate::auth::AuthError::Missing) => {
+                (ErrorCode::MissingToken, None)
+            }
+            ReadError::Unauthorized(_) => (ErrorCode::InvalidToken, None),
         };
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
@@ -83,6 +101,7 @@ impl ResponseError for ReadError {
 /// `GET /api/feed`.
 pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ReadError> {
     let q = FeedQuery::parse(&req, state.settings.feed.history_max)?;
+    check_reader(&req, &state)?;
     if state.shutdown.is_cancelled() {
         return Err(ReadError::ShuttingDown);
     }

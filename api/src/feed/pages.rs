@@ -31,6 +31,7 @@ pub async fn list_messages(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ReadError> {
+    super::check_reader(&req, &state)?;
     let params = query_map(&req)?;
     let before = cursor_param(params.get("before").map(String::as_str), "before")?;
     let limit = bounded(&params, "limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);

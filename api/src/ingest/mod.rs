@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
 use crate::kafka::{ProduceError, Producer};
-use crate::message::{self, FieldError, Message};
+use crate::message::{self, FieldError, Message, UserId};
 use crate::metrics::{CodeLabel, Limit};
 use crate::state::AppState;
 
@@ -46,6 +46,10 @@ pub enum PostError {
     Invalid(#[from] FieldError),
     #[error("the message could not be queued; retry later")]
     Unavailable(#[source] ProduceError),
+    #[error(transparent)]
+    Unauthorized(crate::auth::AuthError),
+    #[error("user_id must be the token's subject (or left out)")]
+    NotYourUser,
     #[error("too many posts from this address; retry after {} s", retry_after_secs(*.0))]
     RateLimited(std::time::Duration),
     #[error("the body did not arrive within {} ms", .0.as_millis())]
@@ -70,6 +74,9 @@ impl PostError {
             PostError::Invalid(_) => ErrorCode::InvalidField,
             PostError::Unavailable(_) => ErrorCode::QueueUnavailable,
             PostError::RateLimited(_) => ErrorCode::RateLimited,
+            PostError::Unauthorized(crate::auth::AuthError::Missing) => ErrorCode::MissingToken,
+            PostError::Unauthorized(_) => ErrorCode::InvalidToken,
+            PostError::NotYourUser => ErrorCode::ForbiddenUser,
             PostError::BodyTimeout(_) => ErrorCode::RequestTimeout,
         }
     }
@@ -79,6 +86,7 @@ impl PostError {
             PostError::UnknownField(f) => Some(f),
             PostError::MissingField(f) | PostError::WrongType(f) => Some(f),
             PostError::Invalid(e) => Some(e.field),
+            PostError::NotYourUser => Some("user_id"),
             _ => None,
         }
     }
@@ -91,6 +99,8 @@ impl ResponseError for PostError {
             PostError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PostError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            PostError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            PostError::NotYourUser => StatusCode::FORBIDDEN,
             PostError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -102,6 +112,9 @@ impl ResponseError for PostError {
             PostError::Unavailable(cause) => {
                 tracing::warn!(error = %Chain(cause), "answering 503: broker did not acknowledge");
                 builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            PostError::Unauthorized(_) => {
+                builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             PostError::RateLimited(wait) => {
                 builder.insert_header((header::RETRY_AFTER, retry_after_secs(*wait).to_string()));
@@ -150,15 +163,26 @@ async fn accept(
     state: &AppState,
 ) -> Result<HttpResponse, PostError> {
     let client = state.limits.clients.client_of(req);
-    if let Err(wait) = state.limits.posts.check(client) {
+    if let Err(wait) = state.limits.posts.check(&client) {
         state.metrics.refused(Limit::PostRate);
         return Err(PostError::RateLimited(wait));
     }
+    let poster = match &state.auth {
+        None => None,
+        Some(auth) => {
+            let poster = auth.poster(req).map_err(PostError::Unauthorized)?;
+            if let Err(wait) = state.limits.user_posts.check(&poster.as_str().to_owned()) {
+                state.metrics.refused(Limit::PostRate);
+                return Err(PostError::RateLimited(wait));
+            }
+            Some(poster)
+        }
+    };
     check_content_type(req)?;
     let bytes = tokio::time::timeout(state.settings.limits.body_timeout, read_body(req, body))
         .await
         .map_err(|_| PostError::BodyTimeout(state.settings.limits.body_timeout))??;
-    let message = parse(&bytes)?;
+    let message = parse(&bytes, poster.as_ref())?;
     let started = std::time::Instant::now();
     let queued = queue(
         &state.producer,
@@ -221,7 +245,9 @@ async fn read_body(req: &HttpRequest, mut body: web::Payload) -> Result<web::Byt
 }
 
 /// Parses and validates a body into a new message.
-fn parse(bytes: &[u8]) -> Result<Message, PostError> {
+/// `poster` is the user a token named: then `user_id` may be left out, and
+/// must match it when given.
+fn parse(bytes: &[u8], poster: Option<&UserId>) -> Result<Message, PostError> {
     let value: Value = serde_json::from_slice(bytes).map_err(PostError::MalformedJson)?;
     let Value::Object(fields) = value else {
         return Err(PostError::NotAnObject);
@@ -237,7 +263,13 @@ fn parse(bytes: &[u8]) -> Result<Message, PostError> {
         Some(Value::String(s)) => Ok(s.as_str()),
         Some(_) => Err(PostError::WrongType(name)),
     };
-    let user_id = string("user_id")?;
+    let user_id = match (string("user_id"), poster) {
+        (Err(PostError::MissingField(_)), Some(poster)) => poster.as_str(),
+        (Ok(given), Some(poster)) if given != poster.as_str() => {
+            return Err(PostError::NotYourUser)
+        }
+        (given, _) => given?,
+    };
     let content = string("content")?;
     Ok(Message::new(user_id, content)?)
 }
@@ -261,7 +293,7 @@ mod tests {
 
     #[test]
     fn parse_accepts_a_valid_body() {
-        let m = parse(br#"{"user_id":"alice","content":"  hi  "}"#).unwrap();
+        let m = parse(br#"{"user_id":"alice","content":"  hi  "}"#, None).unwrap();
         assert_eq!(m.user_id.as_str(), "alice");
         assert_eq!(m.content.as_str(), "hi");
     }
@@ -277,7 +309,7 @@ mod tests {
             (br#"{"user_id":"a b","content":"b"}"#, "invalid_field"),
         ];
         for (body, code) in cases {
-            let err = parse(body).unwrap_err();
+            let err = parse(body, None).unwrap_err();
             assert_eq!(
                 err.code().as_str(),
                 *code,

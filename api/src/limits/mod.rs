@@ -22,22 +22,25 @@ use std::time::Duration;
 
 use rand::Rng as _;
 
-use crate::config::LimitSettings;
+use crate::config::{AuthSettings, LimitSettings};
 
 /// The limits of one application, shared by the handlers.
 pub struct Limits {
     pub clients: client::TrustedProxies,
     pub posts: rate::PostRate,
+    /// Per user, when tokens name users.
+    pub user_posts: rate::PostRate<String>,
     pub admission: Arc<admission::Admission>,
     pub reads: admission::ReadQueue,
     unavailable_retry: Duration,
 }
 
 impl Limits {
-    pub fn new(settings: &LimitSettings) -> Self {
+    pub fn new(settings: &LimitSettings, auth: &AuthSettings) -> Self {
         Limits {
             clients: settings.trusted_proxies.clone(),
             posts: rate::PostRate::new(settings.post_rate_per_minute, settings.post_rate_burst),
+            user_posts: rate::PostRate::new(auth.user_rate_per_minute, auth.user_rate_burst),
             admission: admission::Admission::new(
                 settings.feed_max_clients,
                 settings.feed_max_clients_per_ip,

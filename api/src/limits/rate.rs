@@ -2,6 +2,7 @@
 //! `governor` crate (MIT; `actix-governor` wraps the same crate but is GPL,
 //! which this MIT project cannot ship).
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -12,13 +13,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// Past this many remembered addresses, the ones whose bucket is full again are forgotten.
 const FORGET_ABOVE: usize = 100_000;
 
-/// Posts per minute and burst, per client address.
-pub struct PostRate {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+/// Posts per minute and burst, per key: a client address, or a user when
+/// tokens name users.
+pub struct PostRate<K: Hash + Eq + Clone = IpAddr> {
+    limiter: DefaultKeyedRateLimiter<K>,
     clock: DefaultClock,
 }
 
-impl PostRate {
+impl<K: Hash + Eq + Clone> PostRate<K> {
     pub fn new(per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
         let quota = Quota::per_minute(per_minute).allow_burst(burst);
         PostRate {
@@ -27,15 +29,15 @@ impl PostRate {
         }
     }
 
-    /// `Ok` if `client` may post now, else how long until it may.
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+    /// `Ok` if `key` may post now, else how long until it may.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
         if self.limiter.len() > FORGET_ABOVE {
             // Bounded memory whatever the number of addresses: a full bucket
             // is the same as no bucket.
             self.limiter.retain_recent();
         }
         self.limiter
-            .check_key(&client)
+            .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
@@ -46,20 +48,20 @@ mod tests {
 
     #[test]
     fn a_burst_then_refusals_with_a_wait_per_address() {
-        let rate = PostRate::new(
+        let rate: PostRate = PostRate::new(
             NonZeroU32::new(60).expect("nonzero"),
             NonZeroU32::new(3).expect("nonzero"),
         );
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
         for _ in 0..3 {
-            assert!(rate.check(a).is_ok());
+            assert!(rate.check(&a).is_ok());
         }
-        let wait = rate.check(a).expect_err("over the burst");
+        let wait = rate.check(&a).expect_err("over the burst");
         assert!(
             wait <= Duration::from_secs(1),
             "one token a second: {wait:?}"
         );
-        assert!(rate.check(b).is_ok(), "another address has its own bucket");
+        assert!(rate.check(&b).is_ok(), "another address has its own bucket");
     }
 }

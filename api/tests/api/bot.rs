@@ -21,6 +21,7 @@ async fn bot_users_post_through_the_api_until_stopped() {
         interval: Duration::from_millis(50),
         jitter: Duration::from_millis(10),
         max_posts: None,
+        jwt_secret: None,
     });
     let client = ApiClient::new(&settings.api_url).expect("client");
     let counters = Arc::new(Counters::default());
@@ -71,6 +72,7 @@ async fn a_bot_user_keeps_going_while_the_api_is_unreachable() {
         interval: Duration::from_millis(10),
         jitter: Duration::ZERO,
         max_posts: None,
+        jwt_secret: None,
     });
     let counters = Arc::new(Counters::default());
     let shutdown = Shutdown::new();

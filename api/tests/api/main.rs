@@ -3,6 +3,7 @@
 //! starts both; each test gets its own database, topics and consumer group,
 //! so tests run in parallel and can be re-run.
 
+mod auth;
 mod bot;
 mod faults;
 mod feed;

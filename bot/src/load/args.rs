@@ -39,6 +39,9 @@ pub struct LoadArgs {
     /// Also write the JSON report to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Sign an HS256 token per user with this secret (the api's AUTH_JWT_SECRET)
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
 }
 
 impl LoadArgs {

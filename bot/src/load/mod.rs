@@ -192,6 +192,12 @@ async fn post_worker(
     shutdown: CancellationToken,
 ) {
     let users: Vec<String> = crate::generator::user_names(args.users);
+    // One token per user for the whole run (valid an hour), when the api wants them.
+    let signer = args.jwt_secret.as_deref().map(crate::token::Signer::new);
+    let tokens: Vec<Option<String>> = users
+        .iter()
+        .map(|u| signer.as_ref().and_then(|s| s.token(u).ok()))
+        .collect();
     let mut latencies = Vec::new();
     let url = match &args.get {
         Some(path) => format!("{}{}", args.url, path),
@@ -225,9 +231,14 @@ async fn post_worker(
             None => {
                 let mut text = format!("{marker}{n} {}", crate::generator::tweet(&mut rand::rng()));
                 text = text.chars().take(280).collect();
-                let user = &users[n as usize % users.len()];
-                http.post(&url)
-                    .json(&serde_json::json!({ "user_id": user, "content": text }))
+                let i = n as usize % users.len();
+                let request = http
+                    .post(&url)
+                    .json(&serde_json::json!({ "user_id": users[i], "content": text }));
+                match &tokens[i] {
+                    Some(token) => request.bearer_auth(token),
+                    None => request,
+                }
             }
         };
         let outcome = request.send().await;

@@ -1,0 +1,145 @@
+//! Optional token authentication (docs/SECURITY.md): with `AUTH_JWT_SECRET`
+//! (HS256) or `AUTH_JWT_PUBLIC_KEY` (PEM, RS256 or ES256), a post needs
+//! `Authorization: Bearer <JWT>` and the token's `sub` is the poster. With
+//! `AUTH_FEED=required` the feed needs a token too, in `?access_token=` or
+//! the `access_token` cookie, because an `EventSource` cannot set headers.
+//!
+//! Verified with the `jsonwebtoken` crate, one algorithm per deployment (the
+//! one the key is for): a token naming another algorithm, `none` included,
+//! is refused. `exp` and `sub` are required.
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::AuthSettings;
+use crate::message::UserId;
+
+/// The query parameter and cookie that carry a feed token.
+pub const ACCESS_TOKEN: &str = "access_token";
+
+/// How tokens are checked.
+pub struct Auth {
+    key: DecodingKey,
+    validation: Validation,
+    /// The feed needs a token too (`AUTH_FEED=required`).
+    pub feed_required: bool,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// Why a token was refused. The message names the reason, never the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token is required: Authorization: Bearer <JWT>")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token's algorithm is not the one this service accepts")]
+    Algorithm,
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token lacks a required claim ({0})")]
+    MissingClaim(String),
+    #[error("the token's subject is not a valid user_id")]
+    Subject,
+}
+
+/// A key that cannot be used, named for the variable that holds it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(pub String);
+
+impl Auth {
+    /// `None` when authentication is off (no key configured).
+    pub fn from_settings(settings: &AuthSettings) -> Result<Option<Auth>, KeyError> {
+        let (key, algorithm) = match (&settings.jwt_secret, &settings.jwt_public_key) {
+            (None, None) => return Ok(None),
+            (Some(secret), None) => (
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            ),
+            (None, Some(pem)) => {
+                if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+                    (key, Algorithm::RS256)
+                } else if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+                    (key, Algorithm::ES256)
+                } else {
+                    return Err(KeyError(
+                        "AUTH_JWT_PUBLIC_KEY is not an RSA or P-256 EC public key in PEM".into(),
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(KeyError(
+                    "set AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY, not both".into(),
+                ))
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = settings.leeway.as_secs();
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Some(Auth {
+            key,
+            validation,
+            feed_required: settings.feed_required,
+        }))
+    }
+
+    /// The poster a token names.
+    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::UnsupportedAlgorithm => AuthError::Algorithm,
+                ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
+                _ => AuthError::Malformed,
+            },
+        )?;
+        UserId::parse(&data.claims.sub).map_err(|_| AuthError::Subject)
+    }
+
+    /// The poster of a request with `Authorization: Bearer <JWT>`.
+    pub fn poster(&self, req: &HttpRequest) -> Result<UserId, AuthError> {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        self.verify(token)
+    }
+
+    /// The reader of a feed or pages request: the token in `?access_token=`,
+    /// else the `access_token` cookie, else `Authorization: Bearer`.
+    pub fn reader(&self, req: &HttpRequest) -> Result<UserId, AuthError> {
+        let from_query =
+            actix_web::web::Query::<std::collections::HashMap<String, String>>::from_query(
+                req.query_string(),
+            )
+            .ok()
+            .and_then(|q| q.get(ACCESS_TOKEN).cloned());
+        let token = from_query
+            .or_else(|| req.cookie(ACCESS_TOKEN).map(|c| c.value().to_owned()))
+            .filter(|t| !t.is_empty());
+        match token {
+            Some(token) => self.verify(&token),
+            None => self.poster(req),
+        }
+    }
+}
