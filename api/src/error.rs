@@ -35,10 +35,11 @@ pub enum ErrorCode {
     MissingToken,
     InvalidToken,
     ForbiddenUser,
+    InvalidIdempotencyKey,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidBody,
@@ -59,6 +60,7 @@ impl ErrorCode {
         ErrorCode::MissingToken,
         ErrorCode::InvalidToken,
         ErrorCode::ForbiddenUser,
+        ErrorCode::InvalidIdempotencyKey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +85,7 @@ impl ErrorCode {
             ErrorCode::MissingToken => "missing_token",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::ForbiddenUser => "forbidden_user",
+            ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
         }
     }
 }

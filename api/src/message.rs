@@ -150,13 +150,43 @@ fn validate_content(content: &str) -> Result<String, FieldError> {
     Ok(trimmed.to_owned())
 }
 
+/// The namespace of idempotent message ids (UUIDv5); fixed forever, or a
+/// retry after an upgrade would get another id.
+const IDEMPOTENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_1c2e_9a4d_4f3b_8e57_2d90_c4a1_7e35);
+
+/// The id of the message `user_id` posts with `Idempotency-Key: key`: the
+/// same for every attempt, so the worker stores it once, with no storage of
+/// its own for keys.
+pub fn idempotent_id(user_id: &UserId, key: &str) -> Uuid {
+    // The user id has no newline, so "user\nkey" names one (user, key) pair.
+    Uuid::new_v5(
+        &IDEMPOTENT_NAMESPACE,
+        format!("{}\n{key}", user_id.as_str()).as_bytes(),
+    )
+}
+
 impl Message {
     /// Validates a post and gives it its identity.
     pub fn new(user_id: &str, content: &str) -> Result<Self, FieldError> {
+        Self::new_with_key(user_id, content, None)
+    }
+
+    /// Like [`Message::new`]; with an idempotency key the id is
+    /// [`idempotent_id`] instead of a random one.
+    pub fn new_with_key(
+        user_id: &str,
+        content: &str,
+        key: Option<&str>,
+    ) -> Result<Self, FieldError> {
+        let user_id = UserId::parse(user_id)?;
+        let content = Content::parse(content)?;
         Ok(Message {
-            id: Uuid::new_v4(),
-            user_id: UserId::parse(user_id)?,
-            content: Content::parse(content)?,
+            id: match key {
+                Some(key) => idempotent_id(&user_id, key),
+                None => Uuid::new_v4(),
+            },
+            user_id,
+            content,
             created_at: now_millis(),
         })
     }

@@ -58,11 +58,20 @@ impl ApiClient {
         self
     }
 
-    /// Posts one message; `Ok` means the API answered 202.
-    pub async fn post(&self, user_id: &str, content: &str) -> Result<Accepted, PostError> {
+    /// Posts one message; `Ok` means the API answered 202. Every attempt of
+    /// one message must carry the same `idempotency_key`: then a retry after
+    /// a 503 or a lost connection is stored once, whatever became of the
+    /// earlier attempts.
+    pub async fn post(
+        &self,
+        user_id: &str,
+        content: &str,
+        idempotency_key: &str,
+    ) -> Result<Accepted, PostError> {
         let mut req = self
             .http
             .post(&self.url)
+            .header("Idempotency-Key", idempotency_key)
             .json(&serde_json::json!({ "user_id": user_id, "content": content }));
         if let Some(signer) = &self.signer {
             req = req.bearer_auth(signer.token(user_id).map_err(PostError::Token)?);

@@ -36,6 +36,8 @@ pub async fn run_user(
         return;
     }
     let mut backoff = Duration::from_millis(500);
+    // A message not yet accepted: retried as it was, with its key.
+    let mut pending: Option<(String, String)> = None;
     loop {
         if let Some(max) = settings.max_posts {
             if counters.posted.load(Ordering::Relaxed) >= max {
@@ -43,8 +45,13 @@ pub async fn run_user(
                 return;
             }
         }
-        let content = generator::tweet(&mut rand::rng());
-        let pause = match client.post(&user_id, &content).await {
+        let (content, key) = pending.take().unwrap_or_else(|| {
+            (
+                generator::tweet(&mut rand::rng()),
+                uuid::Uuid::new_v4().to_string(),
+            )
+        });
+        let pause = match client.post(&user_id, &content, &key).await {
             Ok(accepted) => {
                 counters.posted.fetch_add(1, Ordering::Relaxed);
                 backoff = Duration::from_millis(500);
@@ -65,7 +72,8 @@ pub async fn run_user(
                     } => (*after).max(backoff),
                     _ => backoff,
                 };
-                tracing::warn!(user_id = %user_id, error = %crate::chain(&e), retry_in_ms = wait.as_millis() as u64, "API unavailable; backing off");
+                tracing::warn!(user_id = %user_id, error = %crate::chain(&e), retry_in_ms = wait.as_millis() as u64, "API unavailable; backing off, then retrying the same post");
+                pending = Some((content, key));
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 wait
             }

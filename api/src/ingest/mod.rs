@@ -50,6 +50,8 @@ pub enum PostError {
     Unauthorized(crate::auth::AuthError),
     #[error("user_id must be the token's subject (or left out)")]
     NotYourUser,
+    #[error("Idempotency-Key must be 1 to 128 visible ASCII characters")]
+    InvalidIdempotencyKey,
     #[error("too many posts from this address; retry after {} s", retry_after_secs(*.0))]
     RateLimited(std::time::Duration),
     #[error("the body did not arrive within {} ms", .0.as_millis())]
@@ -77,6 +79,7 @@ impl PostError {
             PostError::Unauthorized(crate::auth::AuthError::Missing) => ErrorCode::MissingToken,
             PostError::Unauthorized(_) => ErrorCode::InvalidToken,
             PostError::NotYourUser => ErrorCode::ForbiddenUser,
+            PostError::InvalidIdempotencyKey => ErrorCode::InvalidIdempotencyKey,
             PostError::BodyTimeout(_) => ErrorCode::RequestTimeout,
         }
     }
@@ -87,6 +90,7 @@ impl PostError {
             PostError::MissingField(f) | PostError::WrongType(f) => Some(f),
             PostError::Invalid(e) => Some(e.field),
             PostError::NotYourUser => Some("user_id"),
+            PostError::InvalidIdempotencyKey => Some("Idempotency-Key"),
             _ => None,
         }
     }
@@ -179,10 +183,11 @@ async fn accept(
         }
     };
     check_content_type(req)?;
+    let key = idempotency_key(req)?;
     let bytes = tokio::time::timeout(state.settings.limits.body_timeout, read_body(req, body))
         .await
         .map_err(|_| PostError::BodyTimeout(state.settings.limits.body_timeout))??;
-    let message = parse(&bytes, poster.as_ref())?;
+    let message = parse(&bytes, poster.as_ref(), key)?;
     let started = std::time::Instant::now();
     let queued = queue(
         &state.producer,
@@ -247,7 +252,7 @@ async fn read_body(req: &HttpRequest, mut body: web::Payload) -> Result<web::Byt
 /// Parses and validates a body into a new message.
 /// `poster` is the user a token named: then `user_id` may be left out, and
 /// must match it when given.
-fn parse(bytes: &[u8], poster: Option<&UserId>) -> Result<Message, PostError> {
+fn parse(bytes: &[u8], poster: Option<&UserId>, key: Option<&str>) -> Result<Message, PostError> {
     let value: Value = serde_json::from_slice(bytes).map_err(PostError::MalformedJson)?;
     let Value::Object(fields) = value else {
         return Err(PostError::NotAnObject);
@@ -271,7 +276,22 @@ fn parse(bytes: &[u8], poster: Option<&UserId>) -> Result<Message, PostError> {
         (given, _) => given?,
     };
     let content = string("content")?;
-    Ok(Message::new(user_id, content)?)
+    Ok(Message::new_with_key(user_id, content, key)?)
+}
+
+/// `Idempotency-Key`, if sent: 1 to 128 visible ASCII characters. Every
+/// attempt with the same key (and user) carries the same message id, so the
+/// message is stored and delivered once however often it is retried.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, PostError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Some)
+        .ok_or(PostError::InvalidIdempotencyKey)
 }
 
 async fn queue(producer: &Producer, topic: &str, message: &Message) -> Result<(), PostError> {
@@ -293,7 +313,7 @@ mod tests {
 
     #[test]
     fn parse_accepts_a_valid_body() {
-        let m = parse(br#"{"user_id":"alice","content":"  hi  "}"#, None).unwrap();
+        let m = parse(br#"{"user_id":"alice","content":"  hi  "}"#, None, None).unwrap();
         assert_eq!(m.user_id.as_str(), "alice");
         assert_eq!(m.content.as_str(), "hi");
     }
@@ -309,7 +329,7 @@ mod tests {
             (br#"{"user_id":"a b","content":"b"}"#, "invalid_field"),
         ];
         for (body, code) in cases {
-            let err = parse(body, None).unwrap_err();
+            let err = parse(body, None, None).unwrap_err();
             assert_eq!(
                 err.code().as_str(),
                 *code,
@@ -317,6 +337,49 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
             assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The rules, written again as plainly as possible: the oracle.
+    fn valid_user(u: &str) -> bool {
+        (1..=64).contains(&u.chars().count())
+            && u.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    }
+
+    fn valid_content(c: &str) -> bool {
+        let t = c.trim();
+        !t.is_empty()
+            && t.chars().count() <= 280
+            && t.chars().all(|c| !c.is_control() || c == '\n' || c == '\t')
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_are_an_error_or_a_message_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&bytes, None, None);
+        }
+
+        #[test]
+        fn exactly_the_valid_posts_are_accepted(
+            user in "[a-zA-Z0-9_.\\- é\\n]{0,70}",
+            content in "(?s).{0,300}",
+        ) {
+            let body = serde_json::json!({ "user_id": user, "content": content }).to_string();
+            let result = parse(body.as_bytes(), None, None);
+            prop_assert_eq!(result.is_ok(), valid_user(&user) && valid_content(&content), "{:?}", result.err());
+            if let Err(e) = result {
+                prop_assert_eq!(e.status_code(), StatusCode::BAD_REQUEST);
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ mod faults;
 mod feed;
 mod health;
 mod helpers;
+mod idempotency;
 mod limits;
 mod metrics;
 mod pages;

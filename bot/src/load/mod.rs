@@ -234,6 +234,10 @@ async fn post_worker(
                 let i = n as usize % users.len();
                 let request = http
                     .post(&url)
+                    .header(
+                        "Idempotency-Key",
+                        format!("{}{n}", marker.replace(' ', "-")),
+                    )
                     .json(&serde_json::json!({ "user_id": users[i], "content": text }));
                 match &tokens[i] {
                     Some(token) => request.bearer_auth(token),
