@@ -99,19 +99,43 @@ impl ResponseError for ReadError {
 }
 
 /// `GET /api/feed`.
+///
+/// Passing trouble (the database unavailable, this instance shutting down)
+/// is answered `200` with `event: unavailable`, not `503`: a browser's
+/// `EventSource` gives up for good on any status but `200`, and reconnects
+/// by itself after a stream that ends.
 pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ReadError> {
-    let q = FeedQuery::parse(&req, state.settings.feed.history_max)?;
-    check_reader(&req, &state)?;
+    match open(&req, &state).await {
+        Err(ReadError::Unavailable(cause)) => {
+            tracing::warn!(error = %Chain(&cause), "feed answered event: unavailable: database unavailable");
+            Ok(unavailable(
+                &state,
+                "database_unavailable",
+                "messages cannot be read right now; reconnecting later will work",
+            ))
+        }
+        Err(ReadError::ShuttingDown) => Ok(unavailable(
+            &state,
+            "shutting_down",
+            "this instance is shutting down; reconnecting will reach another",
+        )),
+        other => other,
+    }
+}
+
+async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadError> {
+    let q = FeedQuery::parse(req, state.settings.feed.history_max)?;
+    check_reader(req, state)?;
     if state.shutdown.is_cancelled() {
         return Err(ReadError::ShuttingDown);
     }
-    let client = state.limits.clients.client_of(&req);
+    let client = state.limits.clients.client_of(req);
     let ticket = match state.limits.admission.admit(client) {
         Ok(ticket) => ticket,
         Err(Refusal::OverCapacity) => {
             state.metrics.refused(Limit::FeedCapacity);
             return Ok(unavailable(
-                &state,
+                state,
                 "over_capacity",
                 "this instance holds as many feed connections as it may; reconnecting later will work",
             ));
@@ -119,7 +143,7 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         Err(Refusal::TooManyFromAddress) => {
             state.metrics.refused(Limit::FeedPerAddress);
             return Ok(unavailable(
-                &state,
+                state,
                 "too_many_connections",
                 "too many feed connections from this address; close some, or reconnect later",
             ));
@@ -130,7 +154,7 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let Some(turn) = state.limits.reads.turn().await else {
         state.metrics.refused(Limit::FeedDatabaseQueue);
         return Ok(unavailable(
-            &state,
+            state,
             "busy",
             "too many clients are catching up at once; reconnecting later will work",
         ));
@@ -145,6 +169,19 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let live_from = state.broadcaster.last_released();
     let rx = state.broadcaster.subscribe();
     let mut pending = Pending::default();
+    if q.unusable_header {
+        state
+            .metrics
+            .sse_resets
+            .get_or_create(&ReasonLabel {
+                reason: "cursor_invalid",
+            })
+            .inc();
+        pending.events.push_back(reset_event(
+            "cursor_invalid",
+            "the Last-Event-ID header is not a cursor of this feed; starting afresh",
+        ));
+    }
     let mut fresh = true;
     if let Some(after) = q.last_event_id {
         let max = store.max_seq().await.map_err(ReadError::Unavailable)?;

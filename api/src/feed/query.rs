@@ -36,6 +36,10 @@ pub struct FeedQuery {
     pub history: Option<u32>,
     pub user_id: Option<UserId>,
     pub last_event_id: Option<i64>,
+    /// A `Last-Event-ID` header that is not a cursor. A browser resends
+    /// whatever `id:` it last saw, and a `400` would make it give up for
+    /// good, so the stream starts afresh with `event: reset` instead.
+    pub unusable_header: bool,
 }
 
 /// Longest query string accepted: every parameter fits in far less.
@@ -91,28 +95,43 @@ pub fn cursor_param(value: Option<&str>, field: &'static str) -> Result<Option<i
 impl FeedQuery {
     pub fn parse(req: &HttpRequest, history_max: u32) -> Result<Self, QueryError> {
         let params = query_map(req)?;
-        let header = req
+        let header = req.headers().get("Last-Event-ID").map(|v| {
+            v.to_str()
+                .ok()
+                .map(str::trim)
+                .and_then(|h| cursor::decode(h).ok())
+                .ok_or(())
+        });
+        let blank_header = req
             .headers()
             .get("Last-Event-ID")
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| QueryError::new("Last-Event-ID", "must be a visible ASCII string"))
-            })
-            .transpose()?
-            .map(str::trim)
-            .filter(|v| !v.is_empty());
-        // The header (sent by browsers on reconnect) wins over the parameter.
-        let last_event_id = match header {
-            Some(h) => cursor_param(Some(h), "Last-Event-ID")?,
-            None => cursor_param(
-                params.get("last_event_id").map(String::as_str),
-                "last_event_id",
-            )?,
+            .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_whitespace));
+        // The header (sent by browsers on reconnect) wins over the parameter;
+        // an explicit `?last_event_id=` that is not a cursor is the caller's
+        // mistake and a `400`.
+        let (last_event_id, unusable_header) = match header {
+            Some(_) if blank_header => (
+                cursor_param(
+                    params.get("last_event_id").map(String::as_str),
+                    "last_event_id",
+                )?,
+                false,
+            ),
+            Some(Ok(cursor)) => (Some(cursor), false),
+            Some(Err(())) => (None, true),
+            None => (
+                cursor_param(
+                    params.get("last_event_id").map(String::as_str),
+                    "last_event_id",
+                )?,
+                false,
+            ),
         };
         Ok(FeedQuery {
             history: bounded(&params, "history", 0, history_max)?,
             user_id: user_filter(&params)?,
             last_event_id,
+            unusable_header,
         })
     }
 }
@@ -156,9 +175,10 @@ mod properties {
                 && trimmed.bytes().all(|b| b.is_ascii_digit())
                 && (trimmed == "0" || !trimmed.starts_with('0'))
                 && trimmed.parse::<i64>().is_ok();
-            let parsed = FeedQuery::parse(&req, 1000);
-            // A blank header counts as absent.
-            prop_assert_eq!(parsed.is_ok(), canonical || trimmed.is_empty(), "{:?}", c);
+            let parsed = FeedQuery::parse(&req, 1000).expect("a header never makes a 400");
+            // A blank header counts as absent; anything else not a cursor starts afresh.
+            prop_assert_eq!(parsed.last_event_id.is_some(), canonical, "{:?}", c);
+            prop_assert_eq!(parsed.unusable_header, !canonical && !trimmed.is_empty(), "{:?}", c);
         }
     }
 }

@@ -189,14 +189,51 @@ async fn invalid_feed_parameters_are_a_400_with_a_json_error() {
             "{query}"
         );
     }
-    let res = app
-        .http
-        .get(app.url("/api/feed"))
-        .header("Last-Event-ID", "not-a-cursor")
-        .send()
+    // A browser resends whatever id it saw: an unusable header starts the
+    // stream afresh with `event: reset` (a 400 would make it give up for good).
+    let mut feed = app.feed("?history=0", Some("not-a-cursor")).await;
+    let reset = feed.next_named().await.expect("an event");
+    assert_eq!(reset.event.as_deref(), Some("reset"));
+    assert_eq!(reset.json()["reason"], "cursor_invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_gives_the_feed_an_unavailable_event_not_an_error() {
+    let app = spawn_app_with(Options {
+        db_proxy: true,
+        env: vec![("FEED_UNAVAILABLE_RETRY_SECS", "1".into())],
+    })
+    .await;
+    let id = app.post_message("zoe", "before the outage").await;
+    app.env.wait_persisted(&id).await;
+    let proxy = app.env.proxy.as_ref().expect("proxy");
+    proxy.down();
+    let mut during = app.feed("", Some("0")).await;
+    let retry = during
+        .next_within(Duration::from_secs(20))
         .await
-        .expect("get");
-    assert_eq!(res.status(), 400);
+        .expect("retry line");
+    let event = during.next_named().await.expect("an event");
+    println!(
+        "feed while the database is cut off: 200, {:?} {}, retry: {:?}",
+        event.event, event.data, retry.retry
+    );
+    assert_eq!(event.event.as_deref(), Some("unavailable"));
+    assert_eq!(event.json()["reason"], "database_unavailable");
+    assert!(
+        retry.retry.is_some_and(|r| r != "3000"),
+        "a retry of its own"
+    );
+    assert!(
+        during.next_within(Duration::from_secs(10)).await.is_none(),
+        "then the stream ends"
+    );
+    proxy.up();
+    let mut after = app.feed("?history=5", None).await;
+    assert_eq!(
+        after.next_message().await.expect("history").json()["id"],
+        id.as_str()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,6 +134,8 @@ impl TestEnv {
             ("POST_RATE_BURST".into(), "1000000".into()),
             ("FEED_MAX_CLIENTS_PER_IP".into(), "1000000".into()),
             ("FEED_DB_WAIT_MS".into(), "60000".into()),
+            // Clients told `event: unavailable` come back within a second or so.
+            ("FEED_UNAVAILABLE_RETRY_SECS".into(), "1".into()),
         ]);
         for (k, v) in extra {
             vars.insert((*k).to_owned(), v.clone());

@@ -214,7 +214,15 @@ async fn run_client(
 ) {
     let mut opened = Some(opened);
     let mut last: Option<String> = None;
+    let mut wait = Duration::ZERO;
     while !stop.is_cancelled() {
+        // After `event: unavailable`, the stream's `retry:` as an EventSource would.
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(std::mem::take(&mut wait)) => {}
+            }
+        }
         let Some(mut feed) = api.try_feed(query, last.as_deref()).await else {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -248,6 +256,10 @@ async fn run_client(
                     }
                 }
                 Some("reset") => got.resets += 1,
+                Some("unavailable") => {
+                    let ms = ev.json()["retry_ms"].as_u64().unwrap_or(1000);
+                    wait = Duration::from_millis(ms);
+                }
                 _ => {}
             }
         }
