@@ -132,9 +132,9 @@ MSG
 }
 
 native_stop() {
-  stop_pidfile "$DATA/bot.pid" "bot"
-  stop_pidfile "$DATA/api.pid" "api"
-  stop_pidfile "$DATA/tansu.pid" "Tansu"
+  stop_pidfile "$DATA/bot.pid" "bot" feed-bot
+  stop_pidfile "$DATA/api.pid" "api" feed-api
+  stop_pidfile "$DATA/tansu.pid" "Tansu" tansu
   pg_stop "$DATA"
   rm -f "$DATA/native"
 }

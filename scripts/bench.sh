@@ -41,7 +41,7 @@ log "Building release binaries..."
 cargo build --release --workspace -q
 if curl -sf "$API/api/ready" >/dev/null 2>&1; then
   log "Restarting the api with the benchmark's limits"
-  stop_pidfile .data/api.pid api
+  stop_pidfile .data/api.pid api feed-api
 fi
 bash start.sh >/dev/null
 BOT=target/release/feed-bot

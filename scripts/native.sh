@@ -153,14 +153,16 @@ wait_port_free() {
   return 1
 }
 
-# stop_pidfile FILE NAME: SIGTERM, then SIGKILL after 15 s.
+# stop_pidfile FILE NAME [PROGRAM]: SIGTERM, then SIGKILL after 15 s, only if
+# the pid still runs PROGRAM (a stale pid file may name someone else's process).
+# Never fails: stopping goes on with the next component.
 stop_pidfile() {
-  local pidfile=$1 name=$2 pid i
+  local pidfile=$1 name=$2 program=${3:-} pid
   [ -f "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null
-    if wait_gone "$pid" 15; then log "$name stopped"; else kill -KILL "$pid" 2>/dev/null; wait_gone "$pid" 5; log "$name killed"; fi
+  if alive "$pid" "$program"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    if wait_gone "$pid" 15; then log "$name stopped"; else kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" 5 || true; log "$name killed"; fi
   fi
   rm -f "$pidfile"
 }

@@ -17,7 +17,7 @@ PG_PORT=${TEST_PG_PORT:-55433}
 KAFKA_PORT=${TEST_KAFKA_PORT:-19092}
 
 if [ "${1:-}" = "stop" ]; then
-  stop_pidfile "$DATA/tansu.pid" "Tansu"
+  stop_pidfile "$DATA/tansu.pid" "Tansu" tansu
   pg_stop "$DATA"
   exit 0
 fi

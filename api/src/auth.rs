@@ -50,6 +50,10 @@ pub enum AuthError {
     MissingClaim(String),
     #[error("the token's subject is not a valid user_id")]
     Subject,
+    #[error("the token is for another audience or from another issuer")]
+    WrongParty,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
 }
 
 /// A key that cannot be used, named for the variable that holds it.
@@ -86,6 +90,16 @@ impl Auth {
         let mut validation = Validation::new(algorithm);
         validation.leeway = settings.leeway.as_secs();
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        // Tokens from an identity provider carry `aud` (and `iss`): checked
+        // when configured, otherwise accepted rather than refused.
+        match &settings.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &settings.issuer {
+            validation.set_issuer(&[iss]);
+        }
         Ok(Some(Auth {
             key,
             validation,

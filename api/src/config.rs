@@ -144,8 +144,12 @@ pub struct AuthSettings {
     pub jwt_secret: Option<String>,
     /// RS256 or ES256 public key in PEM (`AUTH_JWT_PUBLIC_KEY`).
     pub jwt_public_key: Option<String>,
-    /// Clock leeway for `exp` (`AUTH_LEEWAY_SECS`).
+    /// Clock leeway for `exp` and `nbf` (`AUTH_LEEWAY_SECS`).
     pub leeway: Duration,
+    /// Required `aud` (`AUTH_JWT_AUDIENCE`); unset, `aud` is not checked.
+    pub audience: Option<String>,
+    /// Required `iss` (`AUTH_JWT_ISSUER`); unset, `iss` is not checked.
+    pub issuer: Option<String>,
     /// The feed needs a token too (`AUTH_FEED=required`; `public` by default).
     pub feed_required: bool,
     /// Posts a minute per user when tokens are on (`POST_RATE_PER_USER_PER_MINUTE`).
@@ -387,6 +391,8 @@ impl Settings {
             auth: AuthSettings {
                 jwt_secret: env.get("AUTH_JWT_SECRET").map(str::to_owned),
                 jwt_public_key: env.get("AUTH_JWT_PUBLIC_KEY").map(str::to_owned),
+                audience: env.get("AUTH_JWT_AUDIENCE").map(str::to_owned),
+                issuer: env.get("AUTH_JWT_ISSUER").map(str::to_owned),
                 leeway: Duration::from_secs(env.parse_range(
                     "AUTH_LEEWAY_SECS",
                     30u64,

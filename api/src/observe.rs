@@ -45,6 +45,12 @@ pub async fn observe(
     let started = Instant::now();
     let id = request_id(req.headers().get(&REQUEST_ID));
     let method = req.method().to_string();
+    // A fixed set of label values: clients can send any method name.
+    let method_label = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let path = req.path().to_owned();
     let span = tracing::info_span!("request", request_id = %id);
     let state = req.app_data::<web::Data<AppState>>().cloned();
@@ -61,14 +67,14 @@ pub async fn observe(
         m.http_requests
             .get_or_create(&RouteLabels {
                 route: route.clone(),
-                method: method.clone(),
+                method: method_label.clone(),
                 status,
             })
             .inc();
         m.http_duration
             .get_or_create(&RouteOnly {
                 route: route.clone(),
-                method: method.clone(),
+                method: method_label,
             })
             .observe(elapsed.as_secs_f64());
     }

@@ -55,6 +55,8 @@ pub enum ReadError {
     ShuttingDown,
     #[error(transparent)]
     Unauthorized(crate::auth::AuthError),
+    #[error("too many reads at once; retry later")]
+    Busy,
 }
 
 /// With `AUTH_FEED=required`, a reader must present a valid token.
@@ -72,7 +74,9 @@ impl ResponseError for ReadError {
     fn status_code(&self) -> StatusCode {
         match self {
             ReadError::Query(_) => StatusCode::BAD_REQUEST,
-            ReadError::Unavailable(_) | ReadError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ReadError::Unavailable(_) | ReadError::ShuttingDown | ReadError::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ReadError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -86,6 +90,7 @@ impl ResponseError for ReadError {
                 (ErrorCode::DatabaseUnavailable, None)
             }
             ReadError::ShuttingDown => (ErrorCode::ShuttingDown, None),
+            ReadError::Busy => (ErrorCode::DatabaseUnavailable, None),
             ReadError::Unauthorized(crate::auth::AuthError::Missing) => {
                 (ErrorCode::MissingToken, None)
             }
@@ -129,7 +134,7 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
     if state.shutdown.is_cancelled() {
         return Err(ReadError::ShuttingDown);
     }
-    let client = state.limits.clients.client_of(req);
+    let client = crate::limits::rate::address_key(state.limits.clients.client_of(req));
     let ticket = match state.limits.admission.admit(client) {
         Ok(ticket) => ticket,
         Err(Refusal::OverCapacity) => {

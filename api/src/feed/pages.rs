@@ -36,6 +36,14 @@ pub async fn list_messages(
     let before = cursor_param(params.get("before").map(String::as_str), "before")?;
     let limit = bounded(&params, "limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let user = user_filter(&params)?;
+    // Pages share the feed's bounded queue of reads: clients cannot take the
+    // database connections the worker needs.
+    let Some(_turn) = state.limits.reads.turn().await else {
+        state
+            .metrics
+            .refused(crate::metrics::Limit::FeedDatabaseQueue);
+        return Err(ReadError::Busy);
+    };
     let rows = state
         .store
         .page_before(before, limit, user.as_ref())

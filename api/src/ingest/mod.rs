@@ -166,7 +166,7 @@ async fn accept(
     body: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, PostError> {
-    let client = state.limits.clients.client_of(req);
+    let client = crate::limits::rate::address_key(state.limits.clients.client_of(req));
     if let Err(wait) = state.limits.posts.check(&client) {
         state.metrics.refused(Limit::PostRate);
         return Err(PostError::RateLimited(wait));

@@ -37,18 +37,25 @@ impl TrustedProxies {
         if !self.contains(&peer) {
             return peer;
         }
-        let hops: Vec<IpAddr> = forwarded_for
+        let hops: Vec<&str> = forwarded_for
             .iter()
             .flat_map(|v| v.split(','))
-            .filter_map(|h| h.trim().parse().ok())
+            .map(str::trim)
             .collect();
-        // From the nearest hop outwards, the first one we do not run ourselves.
-        hops.iter()
-            .rev()
-            .find(|ip| !self.contains(ip))
-            .or_else(|| hops.first())
-            .copied()
-            .unwrap_or(peer)
+        // From the nearest hop outwards: the first address we do not run
+        // ourselves. A hop that is not an address ends the walk at the last
+        // proxy we trust: anything left of it may be the client's own writing.
+        let mut nearest_trusted = peer;
+        for hop in hops.iter().rev() {
+            let Ok(ip) = hop.parse::<IpAddr>() else {
+                return nearest_trusted;
+            };
+            if !self.contains(&ip) {
+                return ip;
+            }
+            nearest_trusted = ip;
+        }
+        nearest_trusted
     }
 
     /// The client address of `req`.

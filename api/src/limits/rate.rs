@@ -18,6 +18,18 @@ const FORGET_ABOVE: usize = 100_000;
 pub struct PostRate<K: Hash + Eq + Clone = IpAddr> {
     limiter: DefaultKeyedRateLimiter<K>,
     clock: DefaultClock,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+/// The key of a client address: an IPv6 client gets a /64 (one subscriber's
+/// network), so it cannot mint a fresh bucket per address.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+    }
 }
 
 impl<K: Hash + Eq + Clone> PostRate<K> {
@@ -26,12 +38,17 @@ impl<K: Hash + Eq + Clone> PostRate<K> {
         PostRate {
             limiter: RateLimiter::keyed(quota),
             clock: DefaultClock::default(),
+            checks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// `Ok` if `key` may post now, else how long until it may.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
-        if self.limiter.len() > FORGET_ABOVE {
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Checked now and then, not on every post: `len` and the sweep walk the map.
+        if n.is_multiple_of(1024) && self.limiter.len() > FORGET_ABOVE {
             // Bounded memory whatever the number of addresses: a full bucket
             // is the same as no bucket.
             self.limiter.retain_recent();
@@ -63,5 +80,8 @@ mod tests {
             "one token a second: {wait:?}"
         );
         assert!(rate.check(&b).is_ok(), "another address has its own bucket");
+        let one: IpAddr = "2001:db8::1".parse().expect("ip");
+        let two: IpAddr = "2001:db8::2:3".parse().expect("ip");
+        assert_eq!(address_key(one), address_key(two), "one /64, one bucket");
     }
 }
