@@ -214,3 +214,4 @@ kill -TERM "$SECOND"; wait "$SECOND" 2>/dev/null || true
 trap - EXIT
 echo
 log "Done. JSON reports in $OUT/"
+log "The api still runs with the benchmark's raised limits: bash start.sh stop && bash start.sh restarts it with the defaults."
