@@ -351,7 +351,7 @@ async fn read_all_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_and_resumes_without_loss() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncReadExt as _;
     let env = TestEnv::new(false).await;
     let a = env
         .spawn(&[("HTTP_SEND_BUFFER_BYTES", "16384".into())])
@@ -359,19 +359,7 @@ async fn a_client_that_never_reads_is_cut_off_and_resumes_without_loss() {
     let reader = ResumingClient::start("reader", a.api.clone(), "?history=0").await;
 
     // A client with a tiny receive window that reads the response head, then stops reading.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(2048).expect("SO_RCVBUF");
-    let addr: std::net::SocketAddr = a
-        .api
-        .address
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr");
-    let mut stalled = socket.connect(addr).await.expect("connect");
-    stalled
-        .write_all(b"GET /api/feed?history=0 HTTP/1.0\r\nHost: feed\r\n\r\n")
-        .await
-        .expect("request");
+    let mut stalled = a.api.stalling_feed_client().await;
     let mut head = vec![0u8; 256];
     let n = stalled.read(&mut head).await.expect("response head");
     assert!(

@@ -396,6 +396,26 @@ impl Api {
         (status, res.json().await.expect("JSON body"))
     }
 
+    /// A feed client that will stop reading: a raw connection with a 2 KiB
+    /// receive window that has sent `GET /api/feed?history=0` (HTTP/1.0, so
+    /// the server closes when the stream ends) and read nothing yet.
+    pub async fn stalling_feed_client(&self) -> TcpStream {
+        use tokio::io::AsyncWriteExt as _;
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(2048).expect("SO_RCVBUF");
+        let addr: std::net::SocketAddr = self
+            .address
+            .trim_start_matches("http://")
+            .parse()
+            .expect("addr");
+        let mut stream = socket.connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /api/feed?history=0 HTTP/1.0\r\nHost: feed\r\n\r\n")
+            .await
+            .expect("request");
+        stream
+    }
+
     /// Opens the feed with a query string and optional `Last-Event-ID`.
     pub async fn feed(&self, query: &str, last_event_id: Option<&str>) -> SseClient {
         self.try_feed(query, last_event_id)

@@ -134,7 +134,7 @@ async fn counters_move_exactly_when_the_things_they_count_happen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagged_client_a_resume_and_a_gap_fill_are_counted() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncReadExt as _;
     let app = spawn_app_with(Options {
         env: vec![
             ("FEED_CLIENT_BUFFER", "1".into()),
@@ -162,18 +162,7 @@ async fn a_lagged_client_a_resume_and_a_gap_fill_are_counted() {
 
     // A client that stops reading: once its socket is full it falls behind a
     // ring of one event, and is cut off with `event: lagged` when it reads again.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(2048).expect("SO_RCVBUF");
-    let addr: std::net::SocketAddr = app
-        .address
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr");
-    let mut stalled = socket.connect(addr).await.expect("connect");
-    stalled
-        .write_all(b"GET /api/feed?history=0 HTTP/1.0\r\nHost: feed\r\n\r\n")
-        .await
-        .expect("request");
+    let mut stalled = app.stalling_feed_client().await;
     wait_metric(&app, "feed_sse_clients_connected", &[], 1.0).await;
     for i in 0..300 {
         app.post_message("ned", &format!("filling the socket {i}"))
