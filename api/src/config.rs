@@ -274,11 +274,7 @@ impl Settings {
                     .get("KAFKA_WORKER_GROUP")
                     .unwrap_or("feed-worker")
                     .to_owned(),
-                produce_timeout: Duration::from_millis(env.parse_range(
-                    "KAFKA_PRODUCE_TIMEOUT_MS",
-                    5000u64,
-                    100..=120_000,
-                )?),
+                produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 5000, 100..=120_000)?,
                 linger_ms: env.parse_range("KAFKA_LINGER_MS", 5u32, 0..=60_000)?,
                 fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 25u32, 1..=10_000)?,
                 idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", false)?,
@@ -289,32 +285,16 @@ impl Settings {
             database: DatabaseSettings {
                 url: database_url,
                 pool_size,
-                timeout: Duration::from_millis(env.parse_range(
-                    "DB_TIMEOUT_MS",
-                    5000u64,
-                    100..=120_000,
-                )?),
+                timeout: env.millis("DB_TIMEOUT_MS", 5000, 100..=120_000)?,
             },
             feed: FeedSettings {
                 history_default,
                 history_max,
-                heartbeat: Duration::from_secs(env.parse_range(
-                    "FEED_HEARTBEAT_SECS",
-                    15u64,
-                    1..=3600,
-                )?),
-                retry: Duration::from_millis(env.parse_range(
-                    "FEED_RETRY_MS",
-                    3000u64,
-                    0..=600_000,
-                )?),
+                heartbeat: env.secs("FEED_HEARTBEAT_SECS", 15, 1..=3600)?,
+                retry: env.millis("FEED_RETRY_MS", 3000, 0..=600_000)?,
                 client_buffer: env.parse_range("FEED_CLIENT_BUFFER", 1024usize, 1..=1_000_000)?,
                 resume_window: env.parse_range("FEED_RESUME_WINDOW", 10_000i64, 0..=100_000_000)?,
-                gap_grace: Duration::from_millis(env.parse_range(
-                    "FEED_GAP_GRACE_MS",
-                    100u64,
-                    0..=60_000,
-                )?),
+                gap_grace: env.millis("FEED_GAP_GRACE_MS", 100, 0..=60_000)?,
             },
             worker: WorkerSettings {
                 enabled: env.parse_bool("WORKER_ENABLED", true)?,
@@ -327,28 +307,12 @@ impl Settings {
                     0 => None,
                     secs => Some(Duration::from_secs(secs)),
                 },
-                stall_after: Duration::from_secs(env.parse_range(
-                    "WORKER_STALL_SECS",
-                    60u64,
-                    1..=86_400,
-                )?),
+                stall_after: env.secs("WORKER_STALL_SECS", 60, 1..=86_400)?,
             },
-            shutdown_timeout: Duration::from_secs(env.parse_range(
-                "SHUTDOWN_TIMEOUT_SECS",
-                5u64,
-                1..=300,
-            )?),
+            shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", 5, 1..=300)?,
             limits: LimitSettings {
-                post_rate_per_minute: env.parse_range(
-                    "POST_RATE_PER_MINUTE",
-                    std::num::NonZeroU32::new(60).unwrap_or(std::num::NonZeroU32::MIN),
-                    std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
-                )?,
-                post_rate_burst: env.parse_range(
-                    "POST_RATE_BURST",
-                    std::num::NonZeroU32::new(20).unwrap_or(std::num::NonZeroU32::MIN),
-                    std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
-                )?,
+                post_rate_per_minute: env.positive("POST_RATE_PER_MINUTE", 60)?,
+                post_rate_burst: env.positive("POST_RATE_BURST", 20)?,
                 trusted_proxies,
                 max_connections,
                 feed_max_clients,
@@ -357,63 +321,31 @@ impl Settings {
                     100usize,
                     1..=10_000_000,
                 )?,
-                feed_unavailable_retry: Duration::from_secs(env.parse_range(
-                    "FEED_UNAVAILABLE_RETRY_SECS",
-                    10u64,
-                    1..=3600,
-                )?),
+                feed_unavailable_retry: env.secs("FEED_UNAVAILABLE_RETRY_SECS", 10, 1..=3600)?,
                 feed_db_concurrency: env.parse_range(
                     "FEED_DB_CONCURRENCY",
                     (pool_size / 2).max(1),
                     1..=pool_size,
                 )?,
-                feed_db_wait: Duration::from_millis(env.parse_range(
-                    "FEED_DB_WAIT_MS",
-                    2000u64,
-                    1..=600_000,
-                )?),
-                keep_alive: Duration::from_secs(env.parse_range(
-                    "HTTP_KEEP_ALIVE_SECS",
-                    5u64,
-                    1..=3600,
-                )?),
-                request_timeout: Duration::from_millis(env.parse_range(
-                    "HTTP_REQUEST_TIMEOUT_MS",
-                    5000u64,
-                    100..=600_000,
-                )?),
-                body_timeout: Duration::from_millis(env.parse_range(
-                    "HTTP_BODY_TIMEOUT_MS",
-                    10_000u64,
-                    100..=600_000,
-                )?),
+                feed_db_wait: env.millis("FEED_DB_WAIT_MS", 2000, 1..=600_000)?,
+                keep_alive: env.secs("HTTP_KEEP_ALIVE_SECS", 5, 1..=3600)?,
+                request_timeout: env.millis("HTTP_REQUEST_TIMEOUT_MS", 5000, 100..=600_000)?,
+                body_timeout: env.millis("HTTP_BODY_TIMEOUT_MS", 10_000, 100..=600_000)?,
             },
             auth: AuthSettings {
                 jwt_secret: env.get("AUTH_JWT_SECRET").map(str::to_owned),
                 jwt_public_key: env.get("AUTH_JWT_PUBLIC_KEY").map(str::to_owned),
                 audience: env.get("AUTH_JWT_AUDIENCE").map(str::to_owned),
                 issuer: env.get("AUTH_JWT_ISSUER").map(str::to_owned),
-                leeway: Duration::from_secs(env.parse_range(
-                    "AUTH_LEEWAY_SECS",
-                    30u64,
-                    0..=3600,
-                )?),
+                leeway: env.secs("AUTH_LEEWAY_SECS", 30, 0..=3600)?,
                 feed_required: match env.get("AUTH_FEED").map(|v| v.trim().to_ascii_lowercase()) {
                     None => false,
                     Some(v) if v == "public" => false,
                     Some(v) if v == "required" => true,
                     Some(_) => return Err(env.invalid("AUTH_FEED", "must be public or required")),
                 },
-                user_rate_per_minute: env.parse_range(
-                    "POST_RATE_PER_USER_PER_MINUTE",
-                    std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN),
-                    std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
-                )?,
-                user_rate_burst: env.parse_range(
-                    "POST_RATE_PER_USER_BURST",
-                    std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
-                    std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
-                )?,
+                user_rate_per_minute: env.positive("POST_RATE_PER_USER_PER_MINUTE", 30)?,
+                user_rate_burst: env.positive("POST_RATE_PER_USER_BURST", 10)?,
             },
             cors_allowed_origins: env
                 .get("CORS_ALLOWED_ORIGINS")
@@ -512,6 +444,38 @@ impl Env<'_> {
                 &format!("must be between {} and {}", range.start(), range.end()),
             ))
         }
+    }
+
+    /// Whole seconds within `range`.
+    fn secs(
+        &self,
+        var: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.parse_range(var, default, range)
+            .map(Duration::from_secs)
+    }
+
+    /// Milliseconds within `range`.
+    fn millis(
+        &self,
+        var: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.parse_range(var, default, range)
+            .map(Duration::from_millis)
+    }
+
+    /// A count of at least one (`default` must be too).
+    fn positive(&self, var: &str, default: u32) -> Result<std::num::NonZeroU32, ConfigError> {
+        let default = std::num::NonZeroU32::new(default).unwrap_or(std::num::NonZeroU32::MIN);
+        self.parse_range(
+            var,
+            default,
+            std::num::NonZeroU32::MIN..=std::num::NonZeroU32::MAX,
+        )
     }
 
     fn parse_bool(&self, var: &str, default: bool) -> Result<bool, ConfigError> {

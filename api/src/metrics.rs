@@ -15,7 +15,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -425,29 +425,36 @@ impl Collector for ProcessCollector {
         let Some(p) = process_figures() else {
             return Ok(());
         };
-        let rss = ConstGauge::new(p.resident_bytes);
-        rss.encode(encoder.encode_descriptor(
+        encode_one(
+            &mut encoder,
             "process_resident_memory_bytes",
             "resident memory",
-            None,
-            rss.metric_type(),
-        )?)?;
-        let fds = ConstGauge::new(p.open_fds);
-        fds.encode(encoder.encode_descriptor(
+            &ConstGauge::new(p.resident_bytes),
+        )?;
+        encode_one(
+            &mut encoder,
             "process_open_fds",
             "open file descriptors",
-            None,
-            fds.metric_type(),
-        )?)?;
-        let cpu = ConstCounter::new(p.cpu_seconds);
-        cpu.encode(encoder.encode_descriptor(
+            &ConstGauge::new(p.open_fds),
+        )?;
+        encode_one(
+            &mut encoder,
             "process_cpu_seconds",
             "user and system CPU time",
-            None,
-            cpu.metric_type(),
-        )?)?;
+            &ConstCounter::new(p.cpu_seconds),
+        )?;
         Ok(())
     }
+}
+
+/// One unlabelled sample with its descriptor.
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
 struct ProcessFigures {
