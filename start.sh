@@ -118,6 +118,7 @@ native_up() {
 
 The feed is running natively (PostgreSQL + Tansu instead of CockroachDB + Kafka).
 
+  Open the feed in a browser:  http://localhost:$API_PORT/      (status: http://localhost:$API_PORT/status)
   Feed (SSE):   curl -N http://localhost:$API_PORT/api/feed
   Post:         curl -X POST http://localhost:$API_PORT/api/messages -H 'Content-Type: application/json' \\
                      -d '{"user_id":"alice","content":"Hello, feed!"}'
@@ -182,6 +183,7 @@ docker_up() {
 
 The feed is running in Docker (Apache Kafka, CockroachDB roach1 + roach2).
 
+  Open the feed in a browser:  http://localhost:8090/      (status: http://localhost:8090/status)
   Feed (SSE):   curl -N http://localhost:8090/api/feed
   Post:         curl -X POST http://localhost:8090/api/messages -H 'Content-Type: application/json' \\
                      -d '{"user_id":"alice","content":"Hello, feed!"}'

@@ -38,6 +38,32 @@ ensure_tansu_installed() {
   command -v tansu >/dev/null || die "Tansu install failed; run: cargo install ${TANSU_VERSION_FEATURES[*]}"
 }
 
+# apt_install PACKAGE...: Debian packages, refreshing the package lists once
+# if the first try fails (a fresh machine may have none).
+apt_install() {
+  command -v apt-get >/dev/null || die "$* missing and apt-get is not available"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "$@" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; } \
+    || die "apt-get install $* failed"
+}
+
+# The browser tests' tools: Debian's Chromium, and Node.js 20+ with npm for
+# playwright-core (npm cannot download browsers here; it drives this one).
+ensure_browser_tools() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "Installing Chromium from Debian (apt-get install chromium)..."
+    apt_install chromium
+  fi
+  if ! command -v npm >/dev/null; then
+    log "Installing Node.js and npm from Debian..."
+    apt_install nodejs npm
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 20 ] || die "the browser tests need Node.js 20 or newer (playwright-core); found $(node --version)"
+}
+
 # wait_port PORT SECONDS: until something accepts TCP on 127.0.0.1:PORT.
 wait_port() {
   local port=$1 secs=$2 i

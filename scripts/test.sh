@@ -3,7 +3,9 @@
 # broker, natively, on ports and a data folder of their own: .test-data/),
 # then runs the whole workspace's tests against them.
 #
-#   bash scripts/test.sh            # start (if needed) and test; extra args go to cargo test
+#   bash scripts/test.sh            # start (if needed), then the Rust tests and the browser tests
+#   bash scripts/test.sh ARGS...    # only cargo test ARGS... (a filter, say)
+#   bash scripts/test.sh browser    # only the browser tests (api/tests/browser, real Chromium)
 #   bash scripts/test.sh stop       # stop the test PostgreSQL and Tansu
 #
 # Ports: TEST_PG_PORT (55433) and TEST_KAFKA_PORT (19092), all on 127.0.0.1.
@@ -34,17 +36,49 @@ for db in $old; do psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "DROP DATABAS
 export TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 export TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export RUST_LOG=${RUST_LOG:-warn}
-log "Running cargo test --workspace (PostgreSQL 127.0.0.1:$PG_PORT, Tansu 127.0.0.1:$KAFKA_PORT)"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-set +e
-cargo test --workspace "$@" 2>&1 | tee "$out"
-status=${PIPESTATUS[0]}
-set -e
-# One closing line for the whole workspace (cargo prints one per test binary).
-read -r passed failed < <(awk '/^test result:/ {
-    for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) }
-  } END { print p + 0, f + 0 }' "$out")
+passed=0 failed=0 status=0
+
+# cargo test ARGS...: adds to the counts (cargo prints a line per test binary).
+rust_tests() {
+  log "Running cargo test --workspace $* (PostgreSQL 127.0.0.1:$PG_PORT, Tansu 127.0.0.1:$KAFKA_PORT)"
+  set +e
+  cargo test --workspace "$@" 2>&1 | tee "$out"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || status=$rc
+  local p f
+  read -r p f < <(awk '/^test result:/ {
+      for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) }
+    } END { print p + 0, f + 0 }' "$out")
+  passed=$((passed + p)) failed=$((failed + f))
+}
+
+# The feed page and the status page in real Chromium, against the api binary
+# that cargo built (target/debug/feed-api).
+browser_tests() {
+  ensure_browser_tools
+  [ -x target/debug/feed-api ] || cargo build -q -p feed-api --bin feed-api
+  log "Running the browser tests (Chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), playwright-core)"
+  (cd api/tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  set +e
+  (cd api/tests/browser && node --test --test-concurrency=1 --test-reporter=spec .) 2>&1 | tee "$out"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || status=$rc
+  local p f
+  # The closing summary of node's spec reporter: "ℹ pass 6", "ℹ fail 0".
+  p=$(awk '/^[^ ]+ pass [0-9]+$/ { n = $NF } END { print n + 0 }' "$out")
+  f=$(awk '/^[^ ]+ fail [0-9]+$/ { n = $NF } END { print n + 0 }' "$out")
+  passed=$((passed + p)) failed=$((failed + f))
+}
+
+case "${1:-}" in
+  browser) browser_tests ;;
+  "") rust_tests; browser_tests ;;
+  *) rust_tests "$@" ;;
+esac
 echo
 echo "tests: $passed passed, $failed failed"
 exit "$status"

@@ -44,6 +44,9 @@ pub struct Settings {
     /// Serve `/metrics` on this address instead of the main port
     /// (`METRICS_ADDR`, e.g. `127.0.0.1:9100`), so it can stay off the public port.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve `/status` and `/api/status` on the metrics listener instead of
+    /// the main port (`STATUS_ON_METRICS_ADDR`; needs `METRICS_ADDR`).
+    pub status_on_metrics_addr: bool,
     /// `text` or `json` lines (`LOG_FORMAT`).
     pub log_format: LogFormat,
 }
@@ -361,8 +364,15 @@ impl Settings {
                     std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 )?),
             },
+            status_on_metrics_addr: env.parse_bool("STATUS_ON_METRICS_ADDR", false)?,
             log_format: LogFormat::from_env(vars)?,
         };
+        if settings.status_on_metrics_addr && settings.metrics_addr.is_none() {
+            return Err(env.invalid(
+                "STATUS_ON_METRICS_ADDR",
+                "needs METRICS_ADDR: the status page moves to the metrics listener",
+            ));
+        }
         // The key must parse: a deployment that meant to require tokens must
         // not start without them.
         crate::auth::Auth::from_settings(&settings.auth).map_err(|e| {
@@ -567,6 +577,10 @@ mod tests {
 
         let err = Settings::from_vars(&vars(&[("METRICS_ADDR", "9100")])).expect_err("addr");
         assert_eq!(err.var, "METRICS_ADDR");
+
+        let err = Settings::from_vars(&vars(&[("STATUS_ON_METRICS_ADDR", "true")]))
+            .expect_err("no metrics listener to move to");
+        assert_eq!(err.var, "STATUS_ON_METRICS_ADDR");
 
         let err = Settings::from_vars(&vars(&[("DATABASE_URL", "postgresql://a:b:c:d")]))
             .expect_err("bad url");

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::error::Chain;
@@ -23,56 +24,86 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// `GET /api/ready`.
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+/// The answer of one dependency.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// `ok`, `unavailable` or `timeout`.
+    pub status: &'static str,
+    /// Why, when not `ok`: the error's cause chain, which names no secret
+    /// (no connection string, no credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Check {
+    fn ok() -> Self {
+        Check {
+            status: "ok",
+            error: None,
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+/// Asks the database and the broker at once, each within [`CHECK_TIMEOUT`];
+/// failures are logged as well as returned.
+pub async fn check_dependencies(state: &AppState) -> (Check, Check) {
     let database = async {
         match tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()).await {
-            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Ok(())) => Check::ok(),
             Ok(Err(e)) => {
                 tracing::warn!(error = %Chain(&e), "readiness: database check failed");
-                "unavailable".to_owned()
+                Check {
+                    status: "unavailable",
+                    error: Some(e.brief()),
+                }
             }
             Err(_) => {
                 tracing::warn!("readiness: database check timed out");
-                "timeout".to_owned()
+                Check {
+                    status: "timeout",
+                    error: Some(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+                }
             }
         }
     };
-    let kafka = async {
+    let broker = async {
         match state.producer.ping(CHECK_TIMEOUT).await {
-            Ok(()) => "ok".to_owned(),
+            Ok(()) => Check::ok(),
             Err(e) => {
                 tracing::warn!(error = %Chain(&e), "readiness: kafka check failed");
-                "unavailable".to_owned()
+                Check {
+                    status: "unavailable",
+                    error: Some(Chain(&e).to_string()),
+                }
             }
         }
     };
-    let (database, kafka) = tokio::join!(database, kafka);
-    let ok = database == "ok" && kafka == "ok";
-    let worker = match &state.worker {
-        None => json!({ "status": "disabled" }),
-        Some(monitor) => {
-            let partitions = monitor.partitions();
-            let stalled: Vec<_> = partitions.iter().filter(|p| p.stalled).collect();
-            for p in &stalled {
-                tracing::warn!(
-                    partition = p.partition,
-                    offset = p.offset,
-                    lag = p.lag,
-                    idle_s = p.idle_s,
-                    "readiness: the worker has not advanced on a partition with lag"
-                );
-            }
-            json!({
-                "status": if stalled.is_empty() { "ok" } else { "stalled" },
-                "stall_after_s": monitor.stall_after().as_secs(),
-                "partitions": partitions,
-            })
+    tokio::join!(database, broker)
+}
+
+/// `GET /api/ready`.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let (database, kafka) = check_dependencies(&state).await;
+    let ok = database.is_ok() && kafka.is_ok();
+    let worker = worker_report(&state);
+    if let Some(monitor) = &state.worker {
+        for p in monitor.partitions().iter().filter(|p| p.stalled) {
+            tracing::warn!(
+                partition = p.partition,
+                offset = p.offset,
+                lag = p.lag,
+                idle_s = p.idle_s,
+                "readiness: the worker has not advanced on a partition with lag"
+            );
         }
-    };
+    }
     let body = json!({
         "status": if ok { "ready" } else { "unavailable" },
-        "checks": { "database": database, "kafka": kafka },
+        "checks": { "database": database.status, "kafka": kafka.status },
         "worker": worker,
         "broadcaster": state.broadcaster.state(),
     });
@@ -82,5 +113,22 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, crate::error::RETRY_AFTER_SECS))
             .json(body)
+    }
+}
+
+/// The worker's partitions (offset, lag, stall) as readiness and the status
+/// page show them.
+pub fn worker_report(state: &AppState) -> serde_json::Value {
+    match &state.worker {
+        None => json!({ "status": "disabled" }),
+        Some(monitor) => {
+            let partitions = monitor.partitions();
+            let stalled = partitions.iter().any(|p| p.stalled);
+            json!({
+                "status": if stalled { "stalled" } else { "ok" },
+                "stall_after_s": monitor.stall_after().as_secs(),
+                "partitions": partitions,
+            })
+        }
     }
 }

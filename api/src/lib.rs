@@ -7,6 +7,8 @@
 //! - [`broadcast`]: every instance reads `events-processed` and releases
 //!   messages in sequence order to its clients.
 //! - [`feed`]: `GET /api/feed` (SSE) and `GET /api/messages` (pages).
+//! - [`site`]: the live page (`GET /`) and the status page (`GET /status`,
+//!   fed by [`status`]).
 //! - [`health`], [`config`], [`startup`]: the rest of the service.
 
 pub mod auth;
@@ -24,8 +26,10 @@ pub mod message;
 pub mod metrics;
 pub mod observe;
 pub mod retry;
+pub mod site;
 pub mod startup;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

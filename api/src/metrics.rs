@@ -12,6 +12,7 @@
 //! path, so hostile paths cannot create label values: anything unmatched is
 //! `route="unmatched"`.
 
+use crate::status::window::LastMinute;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use prometheus_client::collector::Collector;
@@ -153,6 +154,8 @@ pub struct Metrics {
     pub sse_lagged: Counter,
     pub sse_events_sent: Counter,
     pub refused: Family<LimitLabel, Counter>,
+    /// Posts and deliveries of the last minute, for the status page.
+    pub last_minute: LastMinute,
 }
 
 impl Default for Metrics {
@@ -193,6 +196,7 @@ impl Metrics {
             sse_lagged: Counter::default(),
             sse_events_sent: Counter::default(),
             refused: Family::default(),
+            last_minute: LastMinute::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;

@@ -34,7 +34,7 @@ use crate::retry::{self, GaveUp};
 use crate::state::AppState;
 use crate::store::Store;
 use crate::worker;
-use crate::{feed, health, ingest};
+use crate::{feed, health, ingest, site, status};
 
 /// Total time a graceful shutdown may take: the process is out within 10 s.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
@@ -128,9 +128,11 @@ impl Application {
             worker,
             metrics,
             shutdown,
+            started: Instant::now(),
         });
         let app_state = state.clone();
         let metrics_here = metrics_listener.is_none();
+        let status_elsewhere = state.settings.status_on_metrics_addr;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -139,7 +141,7 @@ impl Application {
                     cors(&cors_origins),
                 ))
                 .wrap(from_fn(observe::observe))
-                .configure(|cfg| routes(cfg, metrics_here))
+                .configure(|cfg| routes(cfg, metrics_here, !status_elsewhere))
                 .default_service(web::to(not_found))
         })
         .workers(http_workers())
@@ -168,7 +170,7 @@ impl Application {
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(app_state.clone())
-                        .route("/metrics", get(web::to(metrics::endpoint)))
+                        .configure(|cfg| metrics_routes(cfg, status_elsewhere))
                         .default_service(web::to(not_found))
                 })
                 .workers(1)
@@ -277,7 +279,7 @@ impl Application {
 
 /// Every endpoint. A known path asked with another method answers `405`
 /// with `Allow`; `HEAD` works wherever `GET` does (actix sends no body).
-fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool, with_status: bool) {
     cfg.service(
         web::resource("/api/messages")
             .route(web::post().to(ingest::post_message))
@@ -285,6 +287,7 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
             .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
     );
     let mut get_only = vec![
+        ("/", site::handler(&site::FEED_PAGE)),
         ("/api/feed", web::to(feed::feed)),
         ("/api/health", web::to(health::health)),
         ("/api/ready", web::to(health::ready)),
@@ -292,7 +295,34 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     if with_metrics {
         get_only.push(("/metrics", web::to(metrics::endpoint)));
     }
-    for (path, handler) in get_only {
+    get_only_routes(cfg, get_only, with_status);
+}
+
+/// The routes of the metrics listener (`METRICS_ADDR`): `/metrics`, and the
+/// status pages when `STATUS_ON_METRICS_ADDR` moved them here.
+fn metrics_routes(cfg: &mut web::ServiceConfig, with_status: bool) {
+    get_only_routes(
+        cfg,
+        vec![("/metrics", web::to(metrics::endpoint))],
+        with_status,
+    );
+}
+
+/// Registers `routes`, plus the status page, its JSON and the pages' files
+/// when `with_status`, each answering `GET` and `HEAD` only.
+fn get_only_routes(
+    cfg: &mut web::ServiceConfig,
+    mut routes: Vec<(&'static str, Route)>,
+    with_status: bool,
+) {
+    if with_status {
+        routes.push(("/status", site::handler(&site::STATUS_PAGE)));
+        routes.push(("/api/status", web::to(status::status)));
+    }
+    for file in &site::FILES {
+        routes.push((file.path, site::handler(file)));
+    }
+    for (path, handler) in routes {
         cfg.service(
             web::resource(path)
                 .route(get(handler))

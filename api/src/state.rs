@@ -3,6 +3,7 @@
 //! by [`crate::startup::Application::build`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -31,4 +32,6 @@ pub struct AppState {
     pub worker: Option<worker::Monitor>,
     /// Fires when the process shuts down; feed streams end on it.
     pub shutdown: CancellationToken,
+    /// When this instance started (the status page's uptime).
+    pub started: Instant,
 }

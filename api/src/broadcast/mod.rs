@@ -121,10 +121,11 @@ impl Broadcaster {
 
     fn release(&self, s: &Sequenced) {
         self.released.store(s.seq, Ordering::Release);
-        let age = chrono::Utc::now() - s.message.created_at;
-        self.metrics
-            .delivery_latency
-            .observe(age.to_std().unwrap_or_default().as_secs_f64());
+        let age = (chrono::Utc::now() - s.message.created_at)
+            .to_std()
+            .unwrap_or_default();
+        self.metrics.delivery_latency.observe(age.as_secs_f64());
+        self.metrics.last_minute.delivered(age);
         // An error only means nobody is listening right now.
         let _ = self.tx.send(Arc::new(FeedEvent::new(s)));
     }

@@ -147,6 +147,7 @@ pub async fn post_message(
     match &result {
         Ok(_) => {
             state.metrics.posts_accepted.inc();
+            state.metrics.last_minute.post();
         }
         Err(e) => {
             state

@@ -16,4 +16,5 @@ mod pages;
 mod poison;
 mod post;
 mod process;
+mod site;
 mod worker;

@@ -1,0 +1,368 @@
+// The live feed page (GET /): one EventSource per tab on /api/feed, a post
+// form, a user filter kept in the URL and "load older" through pages.
+// The contract it relies on is docs/API.md; everything user-supplied is
+// rendered with textContent, never as HTML.
+'use strict';
+
+(() => {
+  const MAX_CHARS = 280;
+  const USER_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+  const PAGE = 50;
+  // When the browser's EventSource gives up for good (a proxy answering an
+  // error status, say), the page opens a new one after this, doubling.
+  const REOPEN_MIN_MS = 2000;
+  const REOPEN_MAX_MS = 60000;
+
+  const $ = (id) => document.getElementById(id);
+  const list = $('messages');
+  const connection = $('connection');
+  const notice = $('notice');
+  const loadMore = $('load-more');
+  const empty = $('empty');
+
+  /** cursor (BigInt) -> <li>, for exactly-once display in cursor order. */
+  const shown = new Map();
+  let filter = '';
+  let source = null;
+  let opened = false;
+  let reopenDelay = REOPEN_MIN_MS;
+  let reopenTimer = null;
+  let olderDone = false;
+
+  // ---- the list -----------------------------------------------------------
+
+  const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+  function render(message, cursor) {
+    const li = document.createElement('li');
+    li.dataset.cursor = cursor.toString();
+    li.dataset.id = message.id;
+    const meta = document.createElement('div');
+    meta.className = 'meta';
+    const user = document.createElement('a');
+    user.className = 'user';
+    user.textContent = message.user_id;
+    user.href = '?user_id=' + encodeURIComponent(message.user_id);
+    user.addEventListener('click', (e) => {
+      e.preventDefault();
+      setFilter(message.user_id, true);
+    });
+    const time = document.createElement('time');
+    const created = new Date(message.created_at);
+    time.dateTime = message.created_at;
+    time.textContent = created.toDateString() === new Date().toDateString()
+      ? timeFormat.format(created)
+      : dateFormat.format(created);
+    meta.append(user, time);
+    const content = document.createElement('p');
+    content.className = 'content';
+    content.textContent = message.content;
+    li.append(meta, content);
+    return li;
+  }
+
+  /** Inserts a message where its cursor belongs (newest on top), once. */
+  function show(message, cursorText) {
+    let cursor;
+    try {
+      cursor = BigInt(cursorText);
+    } catch {
+      return;
+    }
+    if (shown.has(cursor)) return;
+    const li = render(message, cursor);
+    // Live messages go on top and older pages at the bottom; anything else
+    // walks the list to its place.
+    const first = list.firstElementChild;
+    const last = list.lastElementChild;
+    if (!first || cursor > BigInt(first.dataset.cursor)) {
+      list.prepend(li);
+    } else if (cursor < BigInt(last.dataset.cursor)) {
+      list.append(li);
+    } else {
+      let next = first;
+      while (next && BigInt(next.dataset.cursor) > cursor) next = next.nextElementSibling;
+      list.insertBefore(li, next);
+    }
+    shown.set(cursor, li);
+    updateEmpty();
+  }
+
+  function clearList() {
+    list.replaceChildren();
+    shown.clear();
+    olderDone = false;
+    updateEmpty();
+  }
+
+  function updateEmpty() {
+    empty.hidden = shown.size > 0 || !opened;
+    loadMore.hidden = shown.size === 0 || olderDone;
+  }
+
+  function say(text) {
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+
+  // ---- the stream ---------------------------------------------------------
+
+  function setState(state, text) {
+    connection.dataset.state = state;
+    connection.textContent = text;
+  }
+
+  function feedUrl(resumeFrom) {
+    const query = new URLSearchParams();
+    if (filter) query.set('user_id', filter);
+    if (resumeFrom !== undefined) query.set('last_event_id', resumeFrom.toString());
+    const q = query.toString();
+    return '/api/feed' + (q ? '?' + q : '');
+  }
+
+  function newest() {
+    const first = list.firstElementChild;
+    return first ? BigInt(first.dataset.cursor) : undefined;
+  }
+
+  /** Opens the one feed connection of this tab (closing any other). */
+  function connect(resumeFrom) {
+    if (source) source.close();
+    clearTimeout(reopenTimer);
+    opened = false;
+    setState('connecting', 'Connecting…');
+    const es = new EventSource(feedUrl(resumeFrom));
+    source = es;
+    es.addEventListener('open', () => {
+      if (es !== source) return;
+      reopenDelay = REOPEN_MIN_MS;
+      if (opened) {
+        setState('resumed', 'Live (resumed)');
+      } else {
+        setState(resumeFrom === undefined ? 'live' : 'resumed', resumeFrom === undefined ? 'Live' : 'Live (resumed)');
+      }
+      opened = true;
+      updateEmpty();
+    });
+    es.addEventListener('error', () => {
+      if (es !== source) return;
+      if (es.readyState === EventSource.CLOSED) {
+        // The browser will not retry this one (an error status). Open a new
+        // stream later, resuming from the newest message shown.
+        const delay = Math.round(reopenDelay * (0.5 + Math.random()));
+        reopenDelay = Math.min(reopenDelay * 2, REOPEN_MAX_MS);
+        setState('closed', 'Disconnected; trying again in ' + Math.ceil(delay / 1000) + ' s');
+        reopenTimer = setTimeout(() => connect(newest()), delay);
+      } else {
+        setState('reconnecting', 'Reconnecting…');
+      }
+    });
+    es.addEventListener('message', (event) => {
+      if (es !== source) return;
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      show(message, event.lastEventId);
+    });
+    es.addEventListener('reset', (event) => {
+      if (es !== source) return;
+      // The server could not resume from our cursor (too old, or unknown):
+      // the stream starts afresh with the newest messages. Start the list
+      // afresh too, so it never hides a gap; older ones are a "load" away.
+      clearList();
+      say(describe(event, 'The feed started afresh') + ' Older messages are below "Load older messages".');
+    });
+    es.addEventListener('lagged', (event) => {
+      if (es !== source) return;
+      // The server ends this stream; the browser reconnects with this id and
+      // the server sends everything missed.
+      say(describe(event, 'Fell behind') + ' Catching up…');
+      setState('reconnecting', 'Catching up…');
+    });
+    es.addEventListener('unavailable', (event) => {
+      if (es !== source) return;
+      let seconds = '';
+      try {
+        seconds = ' in ' + Math.ceil(JSON.parse(event.data).retry_ms / 1000) + ' s';
+      } catch { /* keep the generic text */ }
+      setState('reconnecting', 'Server unavailable; reconnecting' + seconds);
+    });
+  }
+
+  function describe(event, fallback) {
+    try {
+      const data = JSON.parse(event.data);
+      return (data.message ? data.message.charAt(0).toUpperCase() + data.message.slice(1) : fallback) + '.';
+    } catch {
+      return fallback + '.';
+    }
+  }
+
+  // ---- older pages --------------------------------------------------------
+
+  async function loadOlder() {
+    const last = list.lastElementChild;
+    if (!last) return;
+    const query = new URLSearchParams({ before: last.dataset.cursor, limit: String(PAGE) });
+    if (filter) query.set('user_id', filter);
+    const wanted = filter;
+    loadMore.disabled = true;
+    try {
+      const res = await fetch('/api/messages?' + query.toString(), { headers: { Accept: 'application/json' } });
+      const body = await res.json().catch(() => null);
+      if (wanted !== filter) return;
+      if (!res.ok || !body) {
+        say((body && body.message) ? 'Could not load older messages: ' + body.message : 'Could not load older messages; try again.');
+        return;
+      }
+      for (const m of body.messages) show(m, m.cursor);
+      if (body.next_before === null) olderDone = true;
+      updateEmpty();
+    } catch {
+      say('Could not reach the server to load older messages; try again.');
+    } finally {
+      loadMore.disabled = false;
+    }
+  }
+
+  // ---- the filter ---------------------------------------------------------
+
+  function setFilter(value, push) {
+    const input = $('filter');
+    const error = $('filter-error');
+    value = value.trim();
+    if (value && !USER_ID.test(value)) {
+      error.textContent = 'A user is 1 to 64 letters, digits, "_", "." or "-".';
+      error.hidden = false;
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+      return;
+    }
+    error.hidden = true;
+    input.removeAttribute('aria-invalid');
+    input.value = value;
+    $('clear-filter').hidden = !value;
+    if (value === filter && source) return;
+    filter = value;
+    if (push) {
+      const url = new URL(location.href);
+      if (filter) url.searchParams.set('user_id', filter);
+      else url.searchParams.delete('user_id');
+      history.pushState({ user_id: filter }, '', url);
+    }
+    document.title = filter ? 'Feed: ' + filter : 'Feed';
+    clearList();
+    say('');
+    connect();
+  }
+
+  $('filter-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    setFilter($('filter').value, true);
+  });
+  $('clear-filter').addEventListener('click', () => setFilter('', true));
+  window.addEventListener('popstate', () => {
+    setFilter(new URLSearchParams(location.search).get('user_id') || '', false);
+  });
+  loadMore.addEventListener('click', loadOlder);
+
+  // ---- posting ------------------------------------------------------------
+
+  const form = $('post-form');
+  const userInput = $('user_id');
+  const contentInput = $('content');
+  const counter = $('content-count');
+  // One key per draft: a retry of the same text after a timeout or a 503 is
+  // stored once (docs/API.md, Idempotency-Key); a new text gets a new key.
+  let draftKey = null;
+
+  function newKey() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  function countChars() {
+    // The server counts Unicode scalar values after trimming.
+    const n = [...contentInput.value.trim()].length;
+    counter.textContent = n + ' / ' + MAX_CHARS;
+    counter.classList.toggle('over', n > MAX_CHARS);
+  }
+
+  function fieldError(field, text) {
+    const input = field === 'user_id' ? userInput : field === 'content' ? contentInput : null;
+    const box = input ? $(field + '-error') : $('form-error');
+    box.textContent = text;
+    box.hidden = !text;
+    if (input) {
+      if (text) input.setAttribute('aria-invalid', 'true');
+      else input.removeAttribute('aria-invalid');
+    }
+  }
+
+  function clearErrors() {
+    fieldError('user_id', '');
+    fieldError('content', '');
+    fieldError('form', '');
+  }
+
+  contentInput.addEventListener('input', () => {
+    draftKey = null;
+    countChars();
+  });
+  userInput.addEventListener('input', () => { draftKey = null; });
+  contentInput.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clearErrors();
+    $('post-result').textContent = '';
+    const button = $('post-button');
+    if (!draftKey) draftKey = newKey();
+    button.disabled = true;
+    try {
+      const res = await fetch('/api/messages', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': draftKey, Accept: 'application/json' },
+        body: JSON.stringify({ user_id: userInput.value, content: contentInput.value }),
+      });
+      const body = await res.json().catch(() => null);
+      if (res.status === 202) {
+        try { localStorage.setItem('feed.user_id', userInput.value); } catch { /* private mode */ }
+        contentInput.value = '';
+        draftKey = null;
+        countChars();
+        $('post-result').textContent = 'Posted.';
+        contentInput.focus();
+        return;
+      }
+      let text = body && body.message ? body.message : 'The server answered ' + res.status + '.';
+      const retry = res.headers.get('Retry-After');
+      if (retry && (res.status === 429 || res.status === 503)) text += ' Try again in ' + retry + ' s.';
+      fieldError(body && (body.field === 'user_id' || body.field === 'content') ? body.field : 'form', text);
+      const bad = body && body.field === 'user_id' ? userInput : body && body.field === 'content' ? contentInput : null;
+      if (bad) bad.focus();
+    } catch {
+      fieldError('form', 'Could not reach the server; the message was not confirmed. Posting again will not post it twice.');
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // ---- start --------------------------------------------------------------
+
+  try {
+    userInput.value = localStorage.getItem('feed.user_id') || '';
+  } catch { /* private mode */ }
+  countChars();
+  setFilter(new URLSearchParams(location.search).get('user_id') || '', false);
+  if (!source) connect(); // an invalid ?user_id= in the address: show everyone
+})();

@@ -1,0 +1,90 @@
+// The status page (GET /status): GET /api/status every few seconds, shown
+// as text (docs/OPERATIONS.md explains each number).
+'use strict';
+
+(() => {
+  const EVERY_MS = 3000;
+  const $ = (id) => document.getElementById(id);
+  const number = new Intl.NumberFormat();
+
+  function set(id, text) {
+    $(id).textContent = text;
+  }
+
+  function count(value) {
+    return value === null || value === undefined ? 'unknown' : number.format(value);
+  }
+
+  function check(id, result) {
+    const dd = $(id);
+    dd.className = result.status === 'ok' ? 'ok' : 'bad';
+    dd.textContent = result.status === 'ok' ? 'ready' : result.status + (result.error ? ': ' + result.error : '');
+  }
+
+  function duration(seconds) {
+    const d = Math.floor(seconds / 86400);
+    const h = Math.floor((seconds % 86400) / 3600);
+    const m = Math.floor((seconds % 3600) / 60);
+    const s = seconds % 60;
+    return (d ? d + ' d ' : '') + (d || h ? h + ' h ' : '') + (d || h || m ? m + ' min ' : '') + s + ' s';
+  }
+
+  function millis(value) {
+    return value === null ? 'nothing delivered' : '≤ ' + number.format(value) + ' ms';
+  }
+
+  function show(s) {
+    check('check-database', s.checks.database);
+    check('check-broker', s.checks.broker);
+    set('stored', count(s.messages.stored));
+    set('last-seq', count(s.messages.last_seq));
+    set('last-released', count(s.broadcaster.last_released));
+    set('held-back', count(s.broadcaster.held_back));
+    set('clients', count(s.feed.clients) + ' of at most ' + count(s.feed.max_clients));
+    const minute = s.last_minute;
+    set('posts-per-second', minute.posts_per_second.toFixed(1) + ' (' + count(minute.posts) + ' in ' + minute.window_s + ' s)');
+    set('delivered', count(minute.delivered));
+    set('latency-p50', millis(minute.delivery_p50_ms));
+    set('latency-p99', millis(minute.delivery_p99_ms));
+    const worker = s.worker;
+    const body = $('partitions').tBodies[0];
+    body.replaceChildren();
+    if (worker.status === 'disabled') {
+      set('worker-state', 'This instance runs no worker (WORKER_ENABLED=false).');
+    } else {
+      set('worker-state', worker.partitions.length
+        ? (worker.status === 'stalled' ? 'Stalled on a partition: see docs/OPERATIONS.md.' : 'Working.') + ' Partitions owned by this instance:'
+        : 'This instance owns no partition right now (another instance has them, or the group is rebalancing).');
+      for (const p of worker.partitions) {
+        const row = body.insertRow();
+        for (const cell of [p.partition, count(p.offset), count(p.lag), duration(p.idle_s), p.stalled ? 'stalled' : 'ok']) {
+          row.insertCell().textContent = String(cell);
+        }
+        row.dataset.partition = String(p.partition);
+        if (p.stalled) row.className = 'bad';
+      }
+    }
+    set('version', s.instance.version);
+    set('uptime', duration(s.instance.uptime_s));
+    const updated = $('updated');
+    const healthy = s.checks.database.status === 'ok' && s.checks.broker.status === 'ok';
+    updated.dataset.state = healthy ? 'ok' : 'failed';
+    updated.textContent = (healthy ? 'Healthy' : 'Degraded') + ', updated ' + new Date().toLocaleTimeString();
+  }
+
+  async function refresh() {
+    try {
+      const res = await fetch('/api/status', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      if (!res.ok) throw new Error('status ' + res.status);
+      show(await res.json());
+    } catch (e) {
+      const updated = $('updated');
+      updated.dataset.state = 'failed';
+      updated.textContent = 'Cannot reach this instance (' + e.message + '); retrying';
+    } finally {
+      setTimeout(refresh, EVERY_MS);
+    }
+  }
+
+  refresh();
+})();

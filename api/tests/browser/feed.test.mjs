@@ -1,0 +1,322 @@
+// The feed page and the status page in real Chromium against the real api
+// binary, Tansu and PostgreSQL. Every wait is a condition with a deadline;
+// timings are printed, never asserted.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import {
+  TestEnv, eventually, listed, feedEvents, connectionState, waitState, screenshots, psql,
+} from './support.mjs';
+
+/** Runs `body` with a fresh environment and always cleans up. */
+async function withEnv(options, body) {
+  const env = await TestEnv.create(options);
+  try {
+    await body(env);
+  } finally {
+    await env.close();
+  }
+}
+
+/** Cursors as numbers, top to bottom, must strictly decrease (newest on top, once each). */
+function assertCursorOrder(rows) {
+  const cursors = rows.map(([c]) => Number(c));
+  for (let i = 1; i < cursors.length; i++) {
+    assert.ok(cursors[i - 1] > cursors[i], `cursor ${cursors[i - 1]} above ${cursors[i]}: ${cursors}`);
+  }
+}
+
+/** The page lists exactly the stored messages (all, or those matching `keep`). */
+async function assertMatchesDatabase(page, env, keep = () => true) {
+  const stored = (await env.rows()).filter(keep).map(([seq, , user, content]) => [seq, user, content]);
+  const shown = await listed(page);
+  assertCursorOrder(shown);
+  assert.deepEqual(shown, stored);
+}
+
+/** Every message event was dispatched once: the server never sent a cursor twice. */
+async function assertDeliveredOnce(page) {
+  const seen = new Set();
+  for (const e of await feedEvents(page)) {
+    if (e.type !== 'message') continue;
+    assert.ok(!seen.has(e.id), `cursor ${e.id} delivered twice`);
+    seen.add(e.id);
+  }
+  return seen.size;
+}
+
+test('the page shows the feed, posts from its form, shows the API\'s errors, filters by user and pages back', async () => {
+  await withEnv({}, async (env) => {
+    const api = await env.api('a', { FEED_HISTORY_DEFAULT: '5' });
+    const seeds = [
+      ['alice', 'first'], ['bob', 'second'], ['alice', 'third'], ['carol', 'fourth'],
+      ['bob', 'fifth'], ['alice', 'sixth'], ['bob', '<b>not bold</b> & <script>no script</script>'],
+      ['carol', 'eighth, with\na newline'],
+    ];
+    for (const [user, content] of seeds) await api.post(user, content);
+    await env.waitRows(seeds.length);
+
+    const reader = await env.browser();
+    const page = await reader.open(api.base + '/');
+    await waitState(page, 'live');
+    // History: the last 5, newest on top, as text.
+    await eventually('5 messages of history', async () => (await listed(page)).length === 5);
+    const history = await listed(page);
+    assert.deepEqual(history.map(([, u, c]) => [u, c]), seeds.slice(3).reverse());
+    assert.equal(await page.locator('#messages b, #messages script').count(), 0, 'content is never HTML');
+
+    // Load more: the rest, then no button.
+    await page.click('#load-more');
+    await eventually('all 8 after load more', async () => (await listed(page)).length === 8);
+    await assertMatchesDatabase(page, env);
+    await eventually('no more to load', async () => page.locator('#load-more').isHidden());
+    await page.screenshot({ path: path.join(screenshots, 'feed-page.png'), fullPage: true });
+
+    // A post from the form (keyboard only) appears in another browser.
+    const writer = await env.browser();
+    const form = await writer.open(api.base + '/');
+    await waitState(form, 'live');
+    await form.focus('#user_id');
+    await form.keyboard.type('dave');
+    await form.keyboard.press('Tab');
+    const text = `from the form ${Date.now()}`;
+    await form.keyboard.type(text);
+    assert.equal(await form.textContent('#content-count'), `${text.length} / 280`);
+    const started = Date.now();
+    await form.keyboard.press('Control+Enter');
+    await eventually('the post in the other browser', async () => (await listed(page)).some(([, u, c]) => u === 'dave' && c === text));
+    console.log(`form post visible in the other browser after ${Date.now() - started} ms`);
+    assert.equal(await form.inputValue('#content'), '', 'the form clears on 202');
+    assert.equal(await form.textContent('#content-count'), '0 / 280');
+    assert.equal(await form.textContent('#post-result'), 'Posted.');
+
+    // Invalid posts show the API's own message next to the field it names.
+    await form.fill('#content', 'x'.repeat(281));
+    assert.equal(await form.textContent('#content-count'), '281 / 280');
+    await form.click('#post-button');
+    await eventually('content error', async () => form.locator('#content-error').isVisible());
+    assert.equal(await form.textContent('#content-error'), 'content: must be at most 280 characters after trimming (got 281)');
+    assert.equal(await form.getAttribute('#content', 'aria-invalid'), 'true');
+    await form.fill('#content', 'fine');
+    await form.fill('#user_id', 'not a user');
+    await form.click('#post-button');
+    await eventually('user_id error', async () => form.locator('#user_id-error').isVisible());
+    assert.equal(await form.textContent('#user_id-error'), "user_id: may only contain letters A-Z a-z, digits, '_', '.' and '-'");
+    assert.ok(await form.locator('#content-error').isHidden(), 'the earlier error is gone');
+    await form.screenshot({ path: path.join(screenshots, 'feed-page-error.png') });
+
+    // The user filter: in the URL, history and live.
+    await form.fill('#filter', 'alice');
+    await form.press('#filter', 'Enter');
+    await eventually('filtered URL', async () => new URL(form.url()).searchParams.get('user_id') === 'alice');
+    await waitState(form, 'live');
+    await eventually('alice only', async () => (await listed(form)).length === 3);
+    await api.post('bob', 'bob, live, filtered out');
+    await api.post('alice', 'alice, live');
+    await eventually('alice live', async () => (await listed(form)).some(([, , c]) => c === 'alice, live'));
+    await assertMatchesDatabase(form, env, ([, , user]) => user === 'alice');
+    // Reloading the filtered address keeps the filter.
+    await form.reload();
+    await waitState(form, 'live');
+    await eventually('alice after reload', async () => (await listed(form)).length === 4);
+    assert.equal(await form.inputValue('#filter'), 'alice');
+    await form.goBack();
+    await eventually('back to everyone', async () => new URL(form.url()).searchParams.get('user_id') === null);
+
+    // Phone width: nothing wider than the screen.
+    const phone = await env.browser({ viewport: { width: 360, height: 740 } });
+    const small = await phone.open(api.base + '/');
+    await waitState(small, 'live');
+    await eventually('messages on the phone', async () => (await listed(small)).length > 0);
+    const overflow = await small.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow} px wider than a 360 px screen`);
+    await small.screenshot({ path: path.join(screenshots, 'feed-page-phone.png'), fullPage: true });
+
+    assert.equal(await assertDeliveredOnce(page) > 0, true);
+    for (const b of [reader, phone]) assert.deepEqual(b.problems, []);
+    // Chromium logs every non-2xx response; the two refused posts are the
+    // only lines, and the page's own script reported nothing.
+    assert.deepEqual(writer.problems, Array(2).fill(
+      'console error: Failed to load resource: the server responded with a status of 400 (Bad Request)',
+    ));
+    // One feed connection per tab: the reader's one stream was never replaced.
+    assert.equal((await feedEvents(page)).filter((e) => e.type === 'created').length, 1);
+  });
+});
+
+test('an api restart: the page reconnects by itself with Last-Event-ID and shows every message once, in order', async () => {
+  await withEnv({}, async (env) => {
+    const a = await env.api('a');
+    // A second instance takes posts while the first one is away.
+    const b = await env.api('b');
+    for (let i = 1; i <= 3; i++) await a.post('alice', `before ${i}`);
+    await env.waitRows(3);
+    const browser = await env.browser();
+    const page = await browser.open(a.base + '/');
+    await waitState(page, 'live');
+    await eventually('3 messages', async () => (await listed(page)).length === 3);
+    const lastSeen = (await listed(page))[0][0];
+
+    await a.stop();
+    await waitState(page, 'reconnecting');
+    for (let i = 1; i <= 4; i++) await b.post('bob', `while away ${i}`);
+    await env.waitRows(7);
+    await a.start();
+    await waitState(page, 'resumed');
+    await eventually('7 messages', async () => (await listed(page)).length === 7);
+    await assertMatchesDatabase(page, env);
+    assert.equal(await assertDeliveredOnce(page), 7);
+
+    // The browser's own EventSource sent the cursor it had.
+    const resumes = [];
+    for (const r of browser.feedRequests.slice(1)) {
+      const id = (await r.allHeaders())['last-event-id'];
+      if (id !== undefined) resumes.push(id);
+    }
+    assert.ok(resumes.length > 0, 'a reconnect carried Last-Event-ID');
+    assert.deepEqual([...new Set(resumes)], [lastSeen]);
+    assert.equal((await feedEvents(page)).filter((e) => e.type === 'created').length, 1, 'the browser reconnected, not the page');
+    // Live again after the restart.
+    await a.post('carol', 'after the restart');
+    await eventually('a live message after the restart', async () => (await listed(page)).length === 8);
+    await assertMatchesDatabase(page, env);
+    // While the api was down, the browser logged its failed reconnects; nothing else.
+    const unexpected = browser.problems.filter((p) => !/ERR_CONNECTION_REFUSED|net::ERR_/.test(p));
+    assert.deepEqual(unexpected, []);
+  });
+});
+
+test('a database outage: the page stays live, then shows what was posted meanwhile', async () => {
+  await withEnv({ dbProxy: true }, async (env) => {
+    const api = await env.api('a');
+    await api.post('alice', 'before the outage');
+    await env.waitRows(1);
+    const browser = await env.browser();
+    const open = await browser.open(api.base + '/');
+    await waitState(open, 'live');
+    await eventually('1 message', async () => (await listed(open)).length === 1);
+
+    env.proxy.down();
+    // A browser arriving now is told "unavailable" with a retry, and keeps trying.
+    const late = await browser.open(api.base + '/');
+    await eventually('unavailable: database_unavailable', async () => (await feedEvents(late))
+      .some((e) => e.type === 'unavailable' && JSON.parse(e.data).reason === 'database_unavailable'));
+    await waitState(late, 'reconnecting');
+    // Posts are still accepted: the broker holds them.
+    const during = await api.post('bob', 'during the outage');
+    env.proxy.restore();
+    for (const page of [open, late]) {
+      await eventually('the post from the outage', async () => (await listed(page)).some(([, , c]) => c === 'during the outage'));
+      await assertMatchesDatabase(page, env);
+      assert.equal(await page.$eval('#messages li', (li) => li.dataset.id), during.id);
+      assert.ok(['live', 'resumed'].includes(await connectionState(page)));
+      // Never given up: no EventSource ever reached CLOSED.
+      assert.ok(!(await feedEvents(page)).some((e) => e.type === 'error' && e.readyState === 2));
+    }
+    assert.deepEqual(browser.problems, []);
+  });
+});
+
+test('a stale cursor gets reset and the list starts afresh; load more fills it back in order', async () => {
+  await withEnv({}, async (env) => {
+    const extra = { FEED_RESUME_WINDOW: '3', FEED_HISTORY_DEFAULT: '5' };
+    const a = await env.api('a', extra);
+    const b = await env.api('b', extra);
+    await a.post('alice', 'one');
+    await a.post('alice', 'two');
+    await env.waitRows(2);
+    const browser = await env.browser();
+    const page = await browser.open(a.base + '/');
+    await waitState(page, 'live');
+    await eventually('2 messages', async () => (await listed(page)).length === 2);
+
+    await a.stop();
+    await waitState(page, 'reconnecting');
+    for (let i = 1; i <= 10; i++) await b.post('bob', `away ${i}`);
+    await env.waitRows(12);
+    await a.start();
+    // Cursor 2 is 10 behind with a window of 3: reset, then the last 5.
+    await eventually('reset: cursor_too_old', async () => (await feedEvents(page))
+      .some((e) => e.type === 'reset' && JSON.parse(e.data).reason === 'cursor_too_old'));
+    await eventually('the newest 5', async () => {
+      const shown = await listed(page);
+      return shown.length === 5 && shown[0][0] === '12' && shown[4][0] === '8';
+    });
+    assert.ok(await page.locator('#notice').isVisible());
+    assert.match(await page.textContent('#notice'), /older than the resume window/);
+    await page.click('#load-more');
+    await eventually('all 12', async () => (await listed(page)).length === 12);
+    await assertMatchesDatabase(page, env);
+    assert.deepEqual(browser.problems.filter((p) => !/net::ERR_/.test(p)), []);
+  });
+});
+
+test('a lagged stream: the browser resumes from the lagged cursor and the list stays whole', async () => {
+  await withEnv({}, async (env) => {
+    // A ring of one event: any burst overtakes a client.
+    const api = await env.api('a', { FEED_CLIENT_BUFFER: '1' });
+    await api.post('alice', 'start');
+    await env.waitRows(1);
+    const browser = await env.browser();
+    const page = await browser.open(api.base + '/');
+    await waitState(page, 'live');
+    await eventually('1 message', async () => (await listed(page)).length === 1);
+    // Bursts until the page has been told it lagged.
+    let posted = 1;
+    await eventually('a lagged event', async () => {
+      await Promise.all(Array.from({ length: 50 }, (_, i) => api.post('bob', `burst ${posted + i}`)));
+      posted += 50;
+      return (await feedEvents(page)).some((e) => e.type === 'lagged');
+    });
+    const lagged = (await feedEvents(page)).find((e) => e.type === 'lagged');
+    assert.equal(JSON.parse(lagged.data).last_event_id, lagged.id);
+    await env.waitRows(posted);
+    await eventually(`${posted} messages`, async () => (await listed(page)).length === posted);
+    await assertMatchesDatabase(page, env);
+    assert.equal(await assertDeliveredOnce(page), posted);
+    const resumed = [];
+    for (const r of browser.feedRequests.slice(1)) resumed.push((await r.allHeaders())['last-event-id']);
+    assert.ok(resumed.includes(lagged.id), `a reconnect resumed from ${lagged.id}: ${resumed}`);
+    assert.deepEqual(browser.problems, []);
+  });
+});
+
+test('/status shows numbers that match the database, and a database failure with its cause', async () => {
+  await withEnv({ dbProxy: true }, async (env) => {
+    const api = await env.api('a');
+    for (let i = 1; i <= 7; i++) await api.post(i % 2 ? 'alice' : 'bob', `status ${i}`);
+    await env.waitRows(7);
+    const browser = await env.browser();
+    const feed = await browser.open(api.base + '/');
+    await waitState(feed, 'live');
+    const page = await browser.open(api.base + '/status');
+    const [[count, max]] = await psql(env.dbUrl, 'SELECT count(*), max(seq) FROM messages');
+    await eventually('status numbers', async () => (await page.textContent('#stored')) === count
+      && (await page.textContent('#last-seq')) === max
+      && (await page.textContent('#last-released')) === max);
+    assert.equal(await page.textContent('#check-database'), 'ready');
+    assert.equal(await page.textContent('#check-broker'), 'ready');
+    assert.match(await page.textContent('#clients'), /^1 of at most /);
+    assert.match(await page.textContent('#posts-per-second'), / \(7 in \d+ s\)$/);
+    assert.equal(await page.textContent('#delivered'), '7');
+    // Partitions that carried records: their next offsets add up to the 7
+    // records of this test's fresh topic, with no lag.
+    await eventually('partitions with 7 records and no lag', async () => {
+      const rows = await page.$$eval('#partitions tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+      return rows.length > 0 && rows.every((r) => r[2] === '0' && r[4] === 'ok')
+        && rows.reduce((sum, r) => sum + Number(r[1]), 0) === 7;
+    });
+    const { body } = await api.json('/api/status');
+    assert.equal(body.messages.stored, Number(count));
+    assert.doesNotMatch(JSON.stringify(body), /postgres(ql)?:\/\/|password/i, 'nothing secret');
+    await page.screenshot({ path: path.join(screenshots, 'status-page.png'), fullPage: true });
+
+    env.proxy.down();
+    await eventually('database unavailable', async () => /^(unavailable|timeout): /.test(await page.textContent('#check-database')));
+    assert.equal(await page.$eval('#updated', (el) => el.dataset.state), 'failed');
+    assert.equal(await page.textContent('#stored'), 'unknown');
+    env.proxy.restore();
+    await eventually('database back', async () => (await page.textContent('#check-database')) === 'ready');
+    assert.deepEqual(browser.problems, []);
+  });
+});
