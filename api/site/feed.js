@@ -28,6 +28,12 @@
   let reopenDelay = REOPEN_MIN_MS;
   let reopenTimer = null;
   let olderDone = false;
+  /** The last event id this tab received, to resume from if the browser gives up. */
+  let lastId;
+  /** Why the stream ended (refused, lagged): kept while the browser reconnects. */
+  let hint = null;
+  /** Bumped whenever the list starts afresh, so a page fetched before it is dropped. */
+  let generation = 0;
 
   // ---- the list -----------------------------------------------------------
 
@@ -45,8 +51,12 @@
     user.textContent = message.user_id;
     user.href = '?user_id=' + encodeURIComponent(message.user_id);
     user.addEventListener('click', (e) => {
+      // Ctrl/Cmd/Shift-click and middle-click keep their usual meaning.
+      if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
       e.preventDefault();
       setFilter(message.user_id, true);
+      // The link is gone with the old list: keep the keyboard where it was.
+      $('filter').focus();
     });
     const time = document.createElement('time');
     const created = new Date(message.created_at);
@@ -93,16 +103,21 @@
     list.replaceChildren();
     shown.clear();
     olderDone = false;
+    generation += 1;
     updateEmpty();
   }
 
   function updateEmpty() {
     empty.hidden = shown.size > 0 || !opened;
-    loadMore.hidden = shown.size === 0 || olderDone;
+    const hide = shown.size === 0 || olderDone;
+    if (hide && document.activeElement === loadMore) $('feed-heading').focus();
+    loadMore.hidden = hide;
   }
 
-  function say(text) {
+  /** Shows a notice above the list (`kind` says which, so it can be cleared). */
+  function say(text, kind = '') {
     notice.textContent = text;
+    notice.dataset.kind = kind;
     notice.hidden = !text;
   }
 
@@ -121,22 +136,19 @@
     return '/api/feed' + (q ? '?' + q : '');
   }
 
-  function newest() {
-    const first = list.firstElementChild;
-    return first ? BigInt(first.dataset.cursor) : undefined;
-  }
-
   /** Opens the one feed connection of this tab (closing any other). */
   function connect(resumeFrom) {
     if (source) source.close();
     clearTimeout(reopenTimer);
     opened = false;
+    hint = null;
     setState('connecting', 'Connecting…');
     const es = new EventSource(feedUrl(resumeFrom));
     source = es;
     es.addEventListener('open', () => {
       if (es !== source) return;
       reopenDelay = REOPEN_MIN_MS;
+      hint = null;
       if (opened) {
         setState('resumed', 'Live (resumed)');
       } else {
@@ -153,9 +165,9 @@
         const delay = Math.round(reopenDelay * (0.5 + Math.random()));
         reopenDelay = Math.min(reopenDelay * 2, REOPEN_MAX_MS);
         setState('closed', 'Disconnected; trying again in ' + Math.ceil(delay / 1000) + ' s');
-        reopenTimer = setTimeout(() => connect(newest()), delay);
+        reopenTimer = setTimeout(() => connect(lastId), delay);
       } else {
-        setState('reconnecting', 'Reconnecting…');
+        setState('reconnecting', hint || 'Reconnecting…');
       }
     });
     es.addEventListener('message', (event) => {
@@ -166,7 +178,9 @@
       } catch {
         return;
       }
+      lastId = event.lastEventId;
       show(message, event.lastEventId);
+      if (notice.dataset.kind === 'lagged') say('');
     });
     es.addEventListener('reset', (event) => {
       if (es !== source) return;
@@ -174,14 +188,16 @@
       // the stream starts afresh with the newest messages. Start the list
       // afresh too, so it never hides a gap; older ones are a "load" away.
       clearList();
-      say(describe(event, 'The feed started afresh') + ' Older messages are below "Load older messages".');
+      say(describe(event, 'The feed started afresh') + ' Older messages are below "Load older messages".', 'reset');
     });
     es.addEventListener('lagged', (event) => {
       if (es !== source) return;
       // The server ends this stream; the browser reconnects with this id and
       // the server sends everything missed.
-      say(describe(event, 'Fell behind') + ' Catching up…');
-      setState('reconnecting', 'Catching up…');
+      if (event.lastEventId) lastId = event.lastEventId;
+      say('This page fell behind the feed; catching up…', 'lagged');
+      hint = 'Catching up…';
+      setState('reconnecting', hint);
     });
     es.addEventListener('unavailable', (event) => {
       if (es !== source) return;
@@ -189,7 +205,8 @@
       try {
         seconds = ' in ' + Math.ceil(JSON.parse(event.data).retry_ms / 1000) + ' s';
       } catch { /* keep the generic text */ }
-      setState('reconnecting', 'Server unavailable; reconnecting' + seconds);
+      hint = 'Server unavailable; reconnecting' + seconds;
+      setState('reconnecting', hint);
     });
   }
 
@@ -209,12 +226,14 @@
     if (!last) return;
     const query = new URLSearchParams({ before: last.dataset.cursor, limit: String(PAGE) });
     if (filter) query.set('user_id', filter);
-    const wanted = filter;
+    const wanted = generation;
     loadMore.disabled = true;
     try {
       const res = await fetch('/api/messages?' + query.toString(), { headers: { Accept: 'application/json' } });
       const body = await res.json().catch(() => null);
-      if (wanted !== filter) return;
+      // The list started afresh meanwhile (a filter, a reset): this page
+      // would sit under it with a gap.
+      if (wanted !== generation) return;
       if (!res.ok || !body) {
         say((body && body.message) ? 'Could not load older messages: ' + body.message : 'Could not load older messages; try again.');
         return;
@@ -231,15 +250,16 @@
 
   // ---- the filter ---------------------------------------------------------
 
-  function setFilter(value, push) {
+  function setFilter(value, push, quiet = false) {
     const input = $('filter');
     const error = $('filter-error');
     value = value.trim();
     if (value && !USER_ID.test(value)) {
       error.textContent = 'A user is 1 to 64 letters, digits, "_", "." or "-".';
       error.hidden = false;
+      input.value = value;
       input.setAttribute('aria-invalid', 'true');
-      input.focus();
+      if (!quiet) input.focus();
       return;
     }
     error.hidden = true;
@@ -279,6 +299,7 @@
   // One key per draft: a retry of the same text after a timeout or a 503 is
   // stored once (docs/API.md, Idempotency-Key); a new text gets a new key.
   let draftKey = null;
+  let sending = false;
 
   function newKey() {
     const bytes = crypto.getRandomValues(new Uint8Array(16));
@@ -323,22 +344,29 @@
 
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
+    // Ctrl+Enter submits even while the button is disabled.
+    if (sending) return;
     clearErrors();
     $('post-result').textContent = '';
     const button = $('post-button');
     if (!draftKey) draftKey = newKey();
+    const sent = contentInput.value;
+    sending = true;
     button.disabled = true;
     try {
       const res = await fetch('/api/messages', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', 'Idempotency-Key': draftKey, Accept: 'application/json' },
-        body: JSON.stringify({ user_id: userInput.value, content: contentInput.value }),
+        body: JSON.stringify({ user_id: userInput.value, content: sent }),
       });
       const body = await res.json().catch(() => null);
       if (res.status === 202) {
         try { localStorage.setItem('feed.user_id', userInput.value); } catch { /* private mode */ }
-        contentInput.value = '';
-        draftKey = null;
+        // Text typed while the post was on its way is a new draft: keep it.
+        if (contentInput.value === sent) {
+          contentInput.value = '';
+          draftKey = null;
+        }
         countChars();
         $('post-result').textContent = 'Posted.';
         contentInput.focus();
@@ -353,6 +381,7 @@
     } catch {
       fieldError('form', 'Could not reach the server; the message was not confirmed. Posting again will not post it twice.');
     } finally {
+      sending = false;
       button.disabled = false;
     }
   });
@@ -363,6 +392,6 @@
     userInput.value = localStorage.getItem('feed.user_id') || '';
   } catch { /* private mode */ }
   countChars();
-  setFilter(new URLSearchParams(location.search).get('user_id') || '', false);
+  setFilter(new URLSearchParams(location.search).get('user_id') || '', false, true);
   if (!source) connect(); // an invalid ?user_id= in the address: show everyone
 })();

@@ -4,6 +4,8 @@
 
 (() => {
   const EVERY_MS = 3000;
+  // A request that hangs must not stop the refreshing.
+  const TIMEOUT_MS = 5000;
   const $ = (id) => document.getElementById(id);
   const number = new Intl.NumberFormat();
 
@@ -74,13 +76,19 @@
 
   async function refresh() {
     try {
-      const res = await fetch('/api/status', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      const res = await fetch('/api/status', {
+        headers: { Accept: 'application/json' },
+        cache: 'no-store',
+        signal: AbortSignal.timeout(TIMEOUT_MS),
+      });
       if (!res.ok) throw new Error('status ' + res.status);
       show(await res.json());
+      document.body.classList.remove('stale');
     } catch (e) {
       const updated = $('updated');
       updated.dataset.state = 'failed';
-      updated.textContent = 'Cannot reach this instance (' + e.message + '); retrying';
+      updated.textContent = 'Cannot reach this instance (' + (e.name === 'TimeoutError' ? 'no answer in 5 s' : e.message) + '); the figures below are old; retrying';
+      document.body.classList.add('stale');
     } finally {
       setTimeout(refresh, EVERY_MS);
     }

@@ -49,24 +49,27 @@ impl Check {
 }
 
 /// Asks the database and the broker at once, each within [`CHECK_TIMEOUT`];
-/// failures are logged as well as returned.
-pub async fn check_dependencies(state: &AppState) -> (Check, Check) {
+/// failures are logged as well as returned. The database check reads the
+/// sequence counter row; its value comes back too (`None` on failure).
+pub async fn check_dependencies(state: &AppState) -> ((Check, Option<i64>), Check) {
     let database = async {
-        match tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()).await {
-            Ok(Ok(())) => Check::ok(),
+        match tokio::time::timeout(CHECK_TIMEOUT, state.store.max_seq()).await {
+            Ok(Ok(last_seq)) => (Check::ok(), Some(last_seq)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %Chain(&e), "readiness: database check failed");
-                Check {
+                let check = Check {
                     status: "unavailable",
                     error: Some(e.brief()),
-                }
+                };
+                (check, None)
             }
             Err(_) => {
                 tracing::warn!("readiness: database check timed out");
-                Check {
+                let check = Check {
                     status: "timeout",
                     error: Some(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
-                }
+                };
+                (check, None)
             }
         }
     };
@@ -87,7 +90,7 @@ pub async fn check_dependencies(state: &AppState) -> (Check, Check) {
 
 /// `GET /api/ready`.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let (database, kafka) = check_dependencies(&state).await;
+    let ((database, _), kafka) = check_dependencies(&state).await;
     let ok = database.is_ok() && kafka.is_ok();
     let worker = worker_report(&state);
     if let Some(monitor) = &state.worker {

@@ -72,7 +72,10 @@ pub fn serve(asset: &'static Asset, req: &HttpRequest) -> HttpResponse {
         .get_all(header::IF_NONE_MATCH)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == etag || tag.trim() == "*");
+        // If-None-Match compares weakly: a proxy that compresses marks the
+        // tag weak (`W/"…"`), and it still names this content.
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag);
     let mut res = if fresh {
         HttpResponse::NotModified()
     } else {

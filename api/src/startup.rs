@@ -129,6 +129,7 @@ impl Application {
             metrics,
             shutdown,
             started: Instant::now(),
+            status: Default::default(),
         });
         let app_state = state.clone();
         let metrics_here = metrics_listener.is_none();

@@ -34,4 +34,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// When this instance started (the status page's uptime).
     pub started: Instant,
+    /// The last `/api/status` answer, reused for a second.
+    pub status: crate::status::Recent,
 }

@@ -10,29 +10,51 @@
 
 pub mod window;
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::health::{check_dependencies, worker_report};
 use crate::state::AppState;
 
-/// How long the status answer waits for the database's sequence counter.
-const SEQUENCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Answers younger than this are served again: however many status pages
+/// are open, the dependencies are asked at most once a second.
+const REUSE_FOR: Duration = Duration::from_secs(1);
+
+/// The last answer, shared by every request.
+#[derive(Default)]
+pub struct Recent(Mutex<Option<(Instant, Value)>>);
 
 /// `GET /api/status`.
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
-    let last_seq = async {
-        tokio::time::timeout(SEQUENCE_TIMEOUT, state.store.max_seq())
-            .await
-            .ok()
-            .and_then(Result::ok)
+    let cached = {
+        let recent = state.status.0.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REUSE_FOR)
+            .map(|(_, body)| body.clone())
     };
-    let ((database, broker), last_seq) = tokio::join!(check_dependencies(&state), last_seq);
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let body = report(&state).await;
+            *state.status.0.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), body.clone()));
+            body
+        }
+    };
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
+async fn report(state: &AppState) -> Value {
+    let ((database, last_seq), broker) = check_dependencies(state).await;
     let limits = &state.settings.limits;
-    let body = json!({
+    json!({
         "instance": {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": state.started.elapsed().as_secs(),
@@ -46,15 +68,12 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "stored": last_seq,
             "last_seq": last_seq,
         },
-        "worker": worker_report(&state),
+        "worker": worker_report(state),
         "broadcaster": state.broadcaster.state(),
         "feed": {
             "clients": state.broadcaster.clients(),
             "max_clients": limits.feed_max_clients,
         },
         "last_minute": state.metrics.last_minute.summary(),
-    });
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body)
+    })
 }

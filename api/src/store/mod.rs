@@ -66,7 +66,7 @@ impl StoreError {
         match self {
             StoreError::Query(e) => match e.as_db_error() {
                 Some(db) => format!(
-                    "the database refused the write: SQLSTATE {}: {}",
+                    "the database answered SQLSTATE {}: {}",
                     db.code().code(),
                     db.message()
                 ),
@@ -192,13 +192,6 @@ impl Store {
         self.pool.status()
     }
 
-    /// Checks that the database serves our data (readiness): it reads the
-    /// counter row, because a CockroachDB node that has lost quorum still
-    /// answers `SELECT 1` but cannot read a range.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.max_seq().await.map(|_| ())
-    }
-
     /// Persists a batch idempotently and gives each message its sequence number.
     ///
     /// Returns one entry per distinct message id, in batch order. A message
@@ -286,7 +279,9 @@ impl Store {
         })
     }
 
-    /// The highest committed sequence number (0 when empty).
+    /// The highest committed sequence number (0 when empty). Readiness uses
+    /// it as the database check: a CockroachDB node that has lost quorum
+    /// still answers `SELECT 1` but cannot read the counter row's range.
     pub async fn max_seq(&self) -> Result<i64, StoreError> {
         self.timed(async {
             let client = self.pool.get().await?;

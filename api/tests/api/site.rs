@@ -45,6 +45,18 @@ async fn pages_are_served_from_the_binary_with_a_strict_policy() {
             .expect("conditional GET");
         assert_eq!(again.status(), 304, "{path}");
         assert!(again.text().await.expect("body").is_empty());
+        let weak = app
+            .http
+            .get(app.url(path))
+            .header("If-None-Match", format!("\"x\", W/{etag}"))
+            .send()
+            .await
+            .expect("conditional GET");
+        assert_eq!(
+            weak.status(),
+            304,
+            "{path}: a weak tag from a proxy still matches"
+        );
         let stale = app
             .http
             .get(app.url(path))

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import {
   TestEnv, eventually, listed, feedEvents, connectionState, waitState, screenshots, psql,
+  shownStates, openSources, TEST_MS,
 } from './support.mjs';
 
 /** Runs `body` with a fresh environment and always cleans up. */
@@ -45,7 +46,7 @@ async function assertDeliveredOnce(page) {
   return seen.size;
 }
 
-test('the page shows the feed, posts from its form, shows the API\'s errors, filters by user and pages back', async () => {
+test('the page shows the feed, posts from its form, shows the API\'s errors, filters by user and pages back', { timeout: TEST_MS }, async () => {
   await withEnv({}, async (env) => {
     const api = await env.api('a', { FEED_HISTORY_DEFAULT: '5' });
     const seeds = [
@@ -86,9 +87,19 @@ test('the page shows the feed, posts from its form, shows the API\'s errors, fil
     await form.keyboard.press('Control+Enter');
     await eventually('the post in the other browser', async () => (await listed(page)).some(([, u, c]) => u === 'dave' && c === text));
     console.log(`form post visible in the other browser after ${Date.now() - started} ms`);
-    assert.equal(await form.inputValue('#content'), '', 'the form clears on 202');
+    await eventually('the form clears on 202', async () => (await form.inputValue('#content')) === '');
     assert.equal(await form.textContent('#content-count'), '0 / 280');
     assert.equal(await form.textContent('#post-result'), 'Posted.');
+    // Ctrl+Enter twice in a row posts once.
+    const twice = `pressed twice ${Date.now()}`;
+    await form.fill('#content', twice);
+    await form.focus('#content');
+    await form.keyboard.press('Control+Enter');
+    await form.keyboard.press('Control+Enter');
+    await eventually('the double press stored', async () => (await env.rows()).some((r) => r[3] === twice));
+    await eventually('the form clears', async () => (await form.inputValue('#content')) === '');
+    await eventually('the double press shown', async () => (await listed(page)).some(([, , c]) => c === twice));
+    assert.equal((await env.rows()).filter((r) => r[3] === twice).length, 1, 'stored once');
 
     // Invalid posts show the API's own message next to the field it names.
     await form.fill('#content', 'x'.repeat(281));
@@ -115,13 +126,23 @@ test('the page shows the feed, posts from its form, shows the API\'s errors, fil
     await api.post('alice', 'alice, live');
     await eventually('alice live', async () => (await listed(form)).some(([, , c]) => c === 'alice, live'));
     await assertMatchesDatabase(form, env, ([, , user]) => user === 'alice');
+    assert.equal(await openSources(form), 1, 'one feed connection per tab, also after a filter change');
+    // Back and forward move between the filters without reloading the page.
+    await form.goBack();
+    await eventually('back to everyone', async () => new URL(form.url()).searchParams.get('user_id') === null
+      && (await listed(form)).some(([, u]) => u === 'bob'));
+    assert.equal(await form.inputValue('#filter'), '');
+    await form.goForward();
+    await eventually('forward to alice', async () => {
+      const shown = await listed(form);
+      return shown.length === 4 && shown.every(([, u]) => u === 'alice');
+    });
+    assert.equal(await openSources(form), 1);
     // Reloading the filtered address keeps the filter.
     await form.reload();
     await waitState(form, 'live');
     await eventually('alice after reload', async () => (await listed(form)).length === 4);
     assert.equal(await form.inputValue('#filter'), 'alice');
-    await form.goBack();
-    await eventually('back to everyone', async () => new URL(form.url()).searchParams.get('user_id') === null);
 
     // Phone width: nothing wider than the screen.
     const phone = await env.browser({ viewport: { width: 360, height: 740 } });
@@ -144,7 +165,7 @@ test('the page shows the feed, posts from its form, shows the API\'s errors, fil
   });
 });
 
-test('an api restart: the page reconnects by itself with Last-Event-ID and shows every message once, in order', async () => {
+test('an api restart: the page reconnects by itself with Last-Event-ID and shows every message once, in order', { timeout: TEST_MS }, async () => {
   await withEnv({}, async (env) => {
     const a = await env.api('a');
     // A second instance takes posts while the first one is away.
@@ -159,6 +180,7 @@ test('an api restart: the page reconnects by itself with Last-Event-ID and shows
 
     await a.stop();
     await waitState(page, 'reconnecting');
+    assert.equal(await openSources(page), 1, 'the browser keeps its EventSource while the api is away');
     for (let i = 1; i <= 4; i++) await b.post('bob', `while away ${i}`);
     await env.waitRows(7);
     await a.start();
@@ -186,7 +208,7 @@ test('an api restart: the page reconnects by itself with Last-Event-ID and shows
   });
 });
 
-test('a database outage: the page stays live, then shows what was posted meanwhile', async () => {
+test('a database outage: the page stays live, then shows what was posted meanwhile', { timeout: TEST_MS }, async () => {
   await withEnv({ dbProxy: true }, async (env) => {
     const api = await env.api('a');
     await api.post('alice', 'before the outage');
@@ -202,6 +224,8 @@ test('a database outage: the page stays live, then shows what was posted meanwhi
     await eventually('unavailable: database_unavailable', async () => (await feedEvents(late))
       .some((e) => e.type === 'unavailable' && JSON.parse(e.data).reason === 'database_unavailable'));
     await waitState(late, 'reconnecting');
+    await eventually('the page says the server is unavailable', async () => (await shownStates(late))
+      .some((s) => s === 'reconnecting: Server unavailable; reconnecting in 1 s'));
     // Posts are still accepted: the broker holds them.
     const during = await api.post('bob', 'during the outage');
     env.proxy.restore();
@@ -217,7 +241,7 @@ test('a database outage: the page stays live, then shows what was posted meanwhi
   });
 });
 
-test('a stale cursor gets reset and the list starts afresh; load more fills it back in order', async () => {
+test('a stale cursor gets reset and the list starts afresh; load more fills it back in order', { timeout: TEST_MS }, async () => {
   await withEnv({}, async (env) => {
     const extra = { FEED_RESUME_WINDOW: '3', FEED_HISTORY_DEFAULT: '5' };
     const a = await env.api('a', extra);
@@ -251,7 +275,7 @@ test('a stale cursor gets reset and the list starts afresh; load more fills it b
   });
 });
 
-test('a lagged stream: the browser resumes from the lagged cursor and the list stays whole', async () => {
+test('a lagged stream: the browser resumes from the lagged cursor and the list stays whole', { timeout: TEST_MS }, async () => {
   await withEnv({}, async (env) => {
     // A ring of one event: any burst overtakes a client.
     const api = await env.api('a', { FEED_CLIENT_BUFFER: '1' });
@@ -261,13 +285,19 @@ test('a lagged stream: the browser resumes from the lagged cursor and the list s
     const page = await browser.open(api.base + '/');
     await waitState(page, 'live');
     await eventually('1 message', async () => (await listed(page)).length === 1);
-    // Bursts until the page has been told it lagged.
+    // Bursts until the page has been told it lagged (a failed post fails the test).
     let posted = 1;
-    await eventually('a lagged event', async () => {
+    for (let burst = 0; !(await feedEvents(page)).some((e) => e.type === 'lagged'); burst++) {
+      assert.ok(burst < 20, 'no lagged event after 20 bursts of 50 posts');
       await Promise.all(Array.from({ length: 50 }, (_, i) => api.post('bob', `burst ${posted + i}`)));
       posted += 50;
-      return (await feedEvents(page)).some((e) => e.type === 'lagged');
-    });
+      // Let the burst reach the page before deciding on another.
+      await env.waitRows(posted);
+      await eventually('the burst released', async () => {
+        const { body } = await api.json('/api/status');
+        return body.broadcaster.last_released >= posted;
+      });
+    }
     const lagged = (await feedEvents(page)).find((e) => e.type === 'lagged');
     assert.equal(JSON.parse(lagged.data).last_event_id, lagged.id);
     await env.waitRows(posted);
@@ -277,11 +307,14 @@ test('a lagged stream: the browser resumes from the lagged cursor and the list s
     const resumed = [];
     for (const r of browser.feedRequests.slice(1)) resumed.push((await r.allHeaders())['last-event-id']);
     assert.ok(resumed.includes(lagged.id), `a reconnect resumed from ${lagged.id}: ${resumed}`);
+    const states = await shownStates(page);
+    assert.ok(states.includes('reconnecting: Catching up…'), `the page said it was catching up: ${states}`);
+    assert.ok(states.indexOf('resumed: Live (resumed)') > states.indexOf('reconnecting: Catching up…'));
     assert.deepEqual(browser.problems, []);
   });
 });
 
-test('/status shows numbers that match the database, and a database failure with its cause', async () => {
+test('/status shows numbers that match the database, and a database failure with its cause', { timeout: TEST_MS }, async () => {
   await withEnv({ dbProxy: true }, async (env) => {
     const api = await env.api('a');
     for (let i = 1; i <= 7; i++) await api.post(i % 2 ? 'alice' : 'bob', `status ${i}`);

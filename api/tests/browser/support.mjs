@@ -19,6 +19,13 @@ const target = path.join(repo, 'target');
 
 /** How long any awaited condition may take before the test fails. */
 export const DEADLINE_MS = 30_000;
+/** How long one HTTP request of a test may take. */
+const REQUEST_MS = 10_000;
+/** How long a whole test may take. */
+export const TEST_MS = 180_000;
+
+/** `fetch` that gives up after REQUEST_MS. */
+const request = (url, init = {}) => fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_MS) });
 
 const adminUrl = process.env.TEST_DATABASE_URL || 'postgresql://postgres@127.0.0.1:55433/postgres';
 const brokers = process.env.TEST_KAFKA_BROKERS || '127.0.0.1:19092';
@@ -164,8 +171,9 @@ export class TestEnv {
   /** Starts an api instance of this environment and waits until it is ready. */
   async api(name, extra = {}) {
     const api = new ApiProcess(this, name, extra);
-    await api.start();
+    // Listed before it starts, so a failed start-up is still stopped.
     this.apis.push(api);
+    await api.start();
     return api;
   }
 
@@ -230,16 +238,17 @@ export class ApiProcess {
     this.exited.then(([code, signal]) => { exitedEarly = `${code ?? signal}`; });
     await eventually(`${this.name} ready (log: ${this.log})`, async () => {
       if (exitedEarly) throw new Error(`${this.name} exited during start-up (${exitedEarly}); see ${this.log}`);
-      const res = await fetch(this.base + '/api/ready');
+      const res = await request(this.base + '/api/ready');
       return res.status === 200;
     }, 90_000);
   }
 
-  /** SIGTERM, then waits for the exit. */
+  /** SIGTERM, then waits for the exit (the api is out within 10 s). */
   async stop() {
     if (!this.child) return;
     this.child.kill('SIGTERM');
-    const [code] = await this.exited;
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error(`${this.name} still running 30 s after SIGTERM`)), 30_000).unref());
+    const [code] = await Promise.race([this.exited, timeout]);
     this.child = null;
     return code;
   }
@@ -253,7 +262,7 @@ export class ApiProcess {
 
   /** POSTs a message; returns the 202 body. */
   async post(userId, content) {
-    const res = await fetch(this.base + '/api/messages', {
+    const res = await request(this.base + '/api/messages', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ user_id: userId, content }),
@@ -263,21 +272,34 @@ export class ApiProcess {
   }
 
   async json(pathAndQuery) {
-    const res = await fetch(this.base + pathAndQuery);
+    const res = await request(this.base + pathAndQuery);
     return { status: res.status, body: await res.json() };
   }
 }
 
 // Installed in every page before its own scripts run: wraps the browser's
 // EventSource (which still does all the connecting and reconnecting) to
-// record each event it dispatches, so a test can see what the server sent.
+// record each event it dispatches, so a test can see what the server sent,
+// and records every connection state the page shows, however briefly.
 function recordEventSources() {
   const Native = window.EventSource;
   const events = [];
+  const sources = [];
+  const states = [];
   window.__feedEvents = events;
+  window.__feedSources = sources;
+  window.__feedStates = states;
+  document.addEventListener('DOMContentLoaded', () => {
+    const el = document.getElementById('connection');
+    if (!el) return;
+    const note = () => states.push(`${el.dataset.state}: ${el.textContent}`);
+    note();
+    new MutationObserver(note).observe(el, { attributes: true, childList: true, characterData: true, subtree: true });
+  });
   window.EventSource = class extends Native {
     constructor(url, init) {
       super(url, init);
+      sources.push(this);
       events.push({ type: 'created', url: String(url) });
       for (const type of ['open', 'error', 'message', 'reset', 'lagged', 'unavailable']) {
         this.addEventListener(type, (e) => {
@@ -345,6 +367,16 @@ export async function listed(page) {
 /** The events the page's EventSources dispatched, in order. */
 export async function feedEvents(page) {
   return page.evaluate(() => window.__feedEvents);
+}
+
+/** Every connection state the page showed, as "state: text", in order. */
+export async function shownStates(page) {
+  return page.evaluate(() => window.__feedStates);
+}
+
+/** EventSources of the page that are not closed (at most one per tab). */
+export async function openSources(page) {
+  return page.evaluate(() => window.__feedSources.filter((s) => s.readyState !== 2).length);
 }
 
 export async function connectionState(page) {
