@@ -145,6 +145,7 @@ pub struct Metrics {
 
     pub gap_fills: Counter,
     pub duplicates_dropped: Counter,
+    pub local_handed_over: Counter,
     pub never_committed_dropped: Counter,
     pub delivery_latency: Histogram,
 
@@ -188,6 +189,7 @@ impl Metrics {
             worker_retries: Family::default(),
             gap_fills: Counter::default(),
             duplicates_dropped: Counter::default(),
+            local_handed_over: Counter::default(),
             never_committed_dropped: Counter::default(),
             delivery_latency: Histogram::new(latency_buckets()),
             sse_opened: Counter::default(),
@@ -291,8 +293,13 @@ impl Metrics {
         );
         r.register(
             "feed_broadcast_duplicates_dropped",
-            "records of events-processed dropped as already released",
+            "copies dropped as already released or held (the broker's copy of a message the local fast path brought counts here)",
             m.duplicates_dropped.clone(),
+        );
+        r.register(
+            "feed_broadcast_local_handed_over",
+            "messages this instance's worker handed straight to its broadcaster after the commit",
+            m.local_handed_over.clone(),
         );
         r.register(
             "feed_broadcast_never_committed_dropped",

@@ -95,6 +95,7 @@ impl Application {
                 &settings.worker,
                 store.clone(),
                 producer.clone(),
+                broadcaster.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             )

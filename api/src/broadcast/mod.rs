@@ -11,6 +11,14 @@
 //! missing records do not show up within a short grace period, they are read
 //! from there. See docs/ARCHITECTURE.md.
 //!
+//! Two roads lead in. This instance's worker hands over each batch it has
+//! just committed ([`Broadcaster::hand_over`], the local fast path: no broker
+//! hop between the commit and the clients), and the broker brings every
+//! message of every instance's worker. Both go through the one sequencer, so
+//! whichever copy of a message comes first is released and the other is
+//! dropped as a repeat; docs/ARCHITECTURE.md says why neither road can
+//! release out of order or twice.
+//!
 //! Fan-out goes through a `tokio::sync::broadcast` ring: each event is
 //! encoded once into shared bytes, sending never waits for a client, and a
 //! client that falls more than the ring's capacity behind learns so on its
@@ -26,7 +34,7 @@ use bytestring::ByteString;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -64,10 +72,16 @@ impl FeedEvent {
     }
 }
 
+/// Batches the worker may hand over before the broadcaster has taken them;
+/// past it the broker's copy of a batch carries it instead.
+const LOCAL_QUEUE: usize = 256;
+
 /// The fan-out point shared by the broadcaster task and the feed handlers.
 #[derive(Clone)]
 pub struct Broadcaster {
     tx: broadcast::Sender<Arc<FeedEvent>>,
+    /// The local fast path into the broadcaster task.
+    local: mpsc::Sender<Vec<Sequenced>>,
     released: Arc<AtomicI64>,
     held_back: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
@@ -85,14 +99,39 @@ pub struct BroadcastState {
 }
 
 impl Broadcaster {
-    /// `client_buffer` is how many events a client may fall behind.
-    pub fn new(client_buffer: usize, metrics: Arc<Metrics>) -> Self {
+    /// `client_buffer` is how many events a client may fall behind. The
+    /// receiver is the broadcaster task's end of the local fast path.
+    fn new(client_buffer: usize, metrics: Arc<Metrics>) -> (Self, mpsc::Receiver<Vec<Sequenced>>) {
         let (tx, _) = broadcast::channel(client_buffer.max(1));
-        Broadcaster {
+        let (local, local_rx) = mpsc::channel(LOCAL_QUEUE);
+        let broadcaster = Broadcaster {
             tx,
+            local,
             released: Arc::new(AtomicI64::new(0)),
             held_back: Arc::default(),
             metrics,
+        };
+        (broadcaster, local_rx)
+    }
+
+    /// Hands over messages that this instance's worker has just committed,
+    /// so they reach this instance's clients without a trip through the
+    /// broker. Never waits: when the broadcaster is behind, the batch is left
+    /// to its copy on `events-processed`, which comes anyway.
+    pub fn hand_over(&self, committed: Vec<Sequenced>) {
+        let n = committed.len() as u64;
+        match self.local.try_send(committed) {
+            Ok(()) => {
+                self.metrics.local_handed_over.inc_by(n);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!(
+                    messages = n,
+                    "local hand-over queue full; the broker's copy will carry them"
+                );
+            }
+            // The broadcaster has stopped (shutdown).
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -200,9 +239,10 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> (Broadcaster, JoinHandle<()>) {
-    let broadcaster = Broadcaster::new(settings.client_buffer, metrics);
+    let (broadcaster, local) = Broadcaster::new(settings.client_buffer, metrics);
     let task = Broadcasting {
         broadcaster: broadcaster.clone(),
+        local,
         position,
         store,
         gap_grace: settings.gap_grace,
@@ -213,6 +253,7 @@ pub fn spawn(
 /// Everything the broadcaster loop needs.
 struct Broadcasting {
     broadcaster: Broadcaster,
+    local: mpsc::Receiver<Vec<Sequenced>>,
     position: Position,
     store: Store,
     gap_grace: Duration,
@@ -223,6 +264,7 @@ impl Broadcasting {
     async fn run(self, shutdown: CancellationToken) {
         let Broadcasting {
             broadcaster,
+            mut local,
             position:
                 Position {
                     consumer,
@@ -279,23 +321,14 @@ impl Broadcasting {
                     }
                     broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
                 }
+                Some(committed) = local.recv() => {
+                    for s in committed {
+                        accept(&broadcaster, &mut sequencer, s, &mut gap_deadline, gap_grace);
+                    }
+                }
                 received = consumer.recv() => match received {
                     Ok(record) => match message::decode_sequenced(record.payload()) {
-                        Ok(s) => {
-                            if sequencer.is_known(s.seq) {
-                                broadcaster.metrics.duplicates_dropped.inc();
-                            }
-                            for s in sequencer.offer(s) {
-                                broadcaster.release(&s);
-                            }
-                            gap_deadline = match (sequencer.gap(), gap_deadline) {
-                                (None, _) => None,
-                                (Some(_), Some(at)) => Some(at),
-                                (Some(_), None) if sequencer.pending_len() > sequencer::MAX_PENDING => Some(Instant::now()),
-                                (Some(_), None) => Some(Instant::now() + gap_grace),
-                            };
-                            broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
-                        }
+                        Ok(s) => accept(&broadcaster, &mut sequencer, s, &mut gap_deadline, gap_grace),
                         Err(e) => tracing::error!(
                             partition = record.partition(),
                             offset = record.offset(),
@@ -317,4 +350,30 @@ impl Broadcasting {
             "broadcaster stopped"
         );
     }
+}
+
+/// Offers one message, from either road, to the sequencer and releases what
+/// it lets go; arms the gap timer when numbers are missing.
+fn accept(
+    broadcaster: &Broadcaster,
+    sequencer: &mut Sequencer,
+    s: Sequenced,
+    gap_deadline: &mut Option<Instant>,
+    gap_grace: Duration,
+) {
+    if sequencer.is_known(s.seq) {
+        broadcaster.metrics.duplicates_dropped.inc();
+    }
+    for s in sequencer.offer(s) {
+        broadcaster.release(&s);
+    }
+    *gap_deadline = match (sequencer.gap(), *gap_deadline) {
+        (None, _) => None,
+        (Some(_), Some(at)) => Some(at),
+        (Some(_), None) if sequencer.pending_len() > sequencer::MAX_PENDING => Some(Instant::now()),
+        (Some(_), None) => Some(Instant::now() + gap_grace),
+    };
+    broadcaster
+        .held_back
+        .store(sequencer.pending_len(), Ordering::Relaxed);
 }

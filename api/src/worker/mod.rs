@@ -34,6 +34,7 @@ use rdkafka::ClientConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::broadcast::Broadcaster;
 use crate::config::{KafkaSettings, WorkerSettings};
 use crate::dead_letter::Cause;
 use crate::error::Chain;
@@ -82,6 +83,7 @@ pub fn spawn(
     settings: &WorkerSettings,
     store: Store,
     producer: Producer,
+    broadcaster: Broadcaster,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(Monitor, JoinHandle<()>), rdkafka::error::KafkaError> {
@@ -98,6 +100,7 @@ pub fn spawn(
         marks: monitor.marks.clone(),
         store,
         producer,
+        broadcaster,
         kafka: kafka.clone(),
         settings: settings.clone(),
     };
@@ -111,6 +114,8 @@ struct Worker {
     marks: Arc<progress::Marks>,
     store: Store,
     producer: Producer,
+    /// This instance's broadcaster: committed batches go to it directly.
+    broadcaster: Broadcaster,
     kafka: KafkaSettings,
     settings: WorkerSettings,
 }
@@ -250,6 +255,10 @@ impl Worker {
             return false;
         };
         let persist_ms = started.elapsed().as_millis() as u64;
+        // Committed: this instance's clients may have them now. The copies
+        // republished below serve the other instances (and this one, should
+        // the hand-over be refused).
+        self.broadcaster.hand_over(persisted.clone());
 
         // Republish every message of the batch, including redeliveries that
         // found their row already there: the first publication may never

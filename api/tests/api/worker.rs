@@ -119,3 +119,51 @@ async fn a_message_stored_but_never_published_is_still_delivered_in_order() {
     assert_eq!(again[0].json()["id"], orphan.to_string());
     assert_eq!(again[1].json()["id"], next.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_batches_reach_local_clients_directly_and_other_instances_through_the_broker() {
+    let env = crate::helpers::TestEnv::new(false).await;
+    let with_worker = env.spawn(&[]).await;
+    let without = env.spawn(&[("WORKER_ENABLED", "false".into())]).await;
+    let mut local_feed = with_worker.feed("?history=0", None).await;
+    let mut remote_feed = without.feed("?history=0", None).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(with_worker.post_message("hana", &format!("road {i}")).await);
+    }
+    for feed in [&mut local_feed, &mut remote_feed] {
+        let got: Vec<String> = feed
+            .messages(10)
+            .await
+            .iter()
+            .map(|e| e.json()["id"].as_str().expect("id").to_owned())
+            .collect();
+        assert_eq!(got, ids, "every message once, in order");
+        feed.assert_no_message(Duration::from_millis(500)).await;
+    }
+    // The worker's instance took each message from its worker and dropped
+    // the broker's copy; the other instance only had the broker's.
+    let counted = |text: &str, name: &str| crate::helpers::metric(text, name, &[]).unwrap_or(0.0);
+    let local = crate::helpers::eventually(|| async {
+        let text = with_worker.metrics_text().await;
+        (counted(&text, "feed_broadcast_duplicates_dropped_total") == 10.0).then_some(text)
+    })
+    .await
+    .expect("the broker's 10 copies dropped");
+    assert_eq!(
+        counted(&local, "feed_broadcast_local_handed_over_total"),
+        10.0
+    );
+    let remote = without.metrics_text().await;
+    assert_eq!(
+        counted(&remote, "feed_broadcast_local_handed_over_total"),
+        0.0
+    );
+    assert_eq!(
+        counted(&remote, "feed_broadcast_duplicates_dropped_total"),
+        0.0
+    );
+    println!(
+        "local road: 10 handed over, 10 broker copies dropped; other instance: 10 from the broker"
+    );
+}
