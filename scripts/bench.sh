@@ -6,13 +6,16 @@
 #   3. ingest: the highest POST rate sustained for BENCH_SECS with everything persisted and
 #      delivered, with the CPU each process spent per post; then POST latency at 15%, 30%
 #      and 60% of that rate
-#   4. fan-out: 1,000 and 10,000 SSE clients on one instance at 10 msg/s
+#   4. fan-out: 1,000 and 10,000 SSE clients on one instance at 10 msg/s, each run next
+#      to the same load on sse-ceiling (an in-memory SSE broadcaster: the machine's fan-out
+#      limit), alternating, BENCH_RUNS (3) times; medians and ratios
 #   5. the same 10,000 clients spread over two instances
 #
 #   bash start.sh && bash scripts/bench.sh      (uses the running native stack, or starts it)
 #
 # Everything runs on 127.0.0.1. Results also go to .data/bench/*.json.
-# BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run.
+# BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run;
+# BENCH_ONLY=fanout runs only section 4 (for tuning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/native.sh
@@ -21,7 +24,9 @@ source scripts/native.sh
 SECS=${BENCH_SECS:-30}
 FANOUT_SECS=${BENCH_FANOUT_SECS:-30}
 CLIENT_COUNTS=${BENCH_CLIENTS:-"1000 10000"}
-if [ "${BENCH_QUICK:-0}" = 1 ]; then SECS=5; FANOUT_SECS=5; CLIENT_COUNTS="200 1000"; BENCH_CEILING_IN_FLIGHT=${BENCH_CEILING_IN_FLIGHT:-"256 1024"}; fi
+RUNS=${BENCH_RUNS:-3}
+ONLY=${BENCH_ONLY:-all}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then SECS=5; FANOUT_SECS=5; CLIENT_COUNTS="200 1000"; RUNS=1; BENCH_CEILING_IN_FLIGHT=${BENCH_CEILING_IN_FLIGHT:-"256 1024"}; fi
 API=http://127.0.0.1:${PORT:-8090}
 OUT=.data/bench
 mkdir -p "$OUT"
@@ -55,6 +60,7 @@ echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(un
 echo "== limits raised for the load generator on 127.0.0.1: POST_RATE_PER_MINUTE=$POST_RATE_PER_MINUTE POST_RATE_BURST=$POST_RATE_BURST FEED_MAX_CLIENTS_PER_IP=$FEED_MAX_CLIENTS_PER_IP FEED_DB_WAIT_MS=$FEED_DB_WAIT_MS (FEED_MAX_CLIENTS and HTTP_MAX_CONNECTIONS derived from the open-file limit: $(ulimit -n))"
 echo "== broker: Tansu $(tansu --version 2>/dev/null | awk '{print $2}') (SQLite storage in .data/tansu.db); database: PostgreSQL $(psql --version | awk '{print $3}') (.data/pg)"
 
+if [ "$ONLY" != fanout ]; then
 echo
 echo "== 1. broker ceiling: raw produce with the api's producer settings, more and more records in flight until it stops rising"
 : >"$OUT/ceiling.txt"
@@ -78,8 +84,9 @@ $BOT load --url "$API" --get /api/health --connections 32 --duration 10 --json "
 HEALTH=$(json_field "$OUT/health.json" "int(d['throughput_per_s'])")
 echo "  $HEALTH requests/s, p99 $(json_field "$OUT/health.json" "d['request_latency']['p99_ms']") ms"
 
-echo
-echo "== 3. ingest: highest POST rate sustained for ${SECS} s with every message persisted and delivered"
+fi
+
+[ "$ONLY" != fanout ] && echo && echo "== 3. ingest: highest POST rate sustained for ${SECS} s with every message persisted and delivered"
 # CPU time (clock ticks) of the processes on the machine, to say which one limits ingest.
 TANSU_PID=$(cat .data/tansu.pid 2>/dev/null || pgrep -x tansu | head -n 1)
 TICK=$(getconf CLK_TCK)
@@ -94,7 +101,33 @@ child_ticks() { # variable name
 
 # The api's own histograms (GET /metrics): sums and counts, to split a run's
 # latency into its stages from the service's side rather than by guesswork.
-metrics_snapshot() { curl -sf "$API/metrics" | grep -E '^feed_(ingest_broker_ack|worker_persist|worker_batch_records|broadcast_delivery_latency)(_seconds)?_(sum|count) ' || true; }
+metrics_snapshot() { curl -sf "$API/metrics" | grep -E '^feed_(ingest_broker_ack|worker_pickup|worker_persist|worker_batch_records|broadcast_delivery_latency)(_seconds)?_(sum|count) ' || true; }
+
+# The means of those histograms between two snapshots, as JSON: where a
+# message's time went. Each is measured from the message's created_at
+# (set when the api accepts the post) except persist (one transaction).
+stage_means() { # before after
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+def samples(path):
+    out = {}
+    for line in open(path):
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+before, after = samples(sys.argv[1]), samples(sys.argv[2])
+def mean(base):
+    n = after.get(base + "_count", 0) - before.get(base + "_count", 0)
+    return (after.get(base + "_sum", 0) - before.get(base + "_sum", 0)) / n if n > 0 else None
+stages = {"broker_ack_ms": mean("feed_ingest_broker_ack_seconds"),
+          "worker_pickup_ms": mean("feed_worker_pickup_seconds"),
+          "persist_ms": mean("feed_worker_persist_seconds"),
+          "batch_records": mean("feed_worker_batch_records"),
+          "created_to_released_ms": mean("feed_broadcast_delivery_latency_seconds")}
+print(json.dumps({k: (round(v * 1000, 2) if k.endswith("_ms") else round(v, 1)) if v is not None else None
+                  for k, v in stages.items()}))
+PY
+}
 
 # After an overloaded run the pipeline may still hold a backlog: wait until a
 # fresh post is delivered (the feed is in order, so everything before it is too).
@@ -110,27 +143,15 @@ ingest_run() { # rate -> 0 if it passes
   child_ticks c1
   metrics_snapshot >"$OUT/.metrics-after"
   python3 - "$f" "$rate" "$TICK" "$(( $(ticks "$API_PID") - a0 ))" "$(( $(ticks "$TANSU_PID") - t0 ))" \
-    "$(( $(pg_ticks) - g0 ))" "$(( c1 - c0 ))" "$OUT/.metrics-before" "$OUT/.metrics-after" <<'PY'
+    "$(( $(pg_ticks) - g0 ))" "$(( c1 - c0 ))" "$(stage_means "$OUT/.metrics-before" "$OUT/.metrics-after")" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); dl = d["delivery"]
 api, tansu, pg, gen = (int(x) / int(sys.argv[3]) for x in sys.argv[4:8])
 posts = max(d["accepted"], 1)
 d["cpu_us_per_post"] = {k: round(v * 1e6 / posts, 1) for k, v in
                         (("api", api), ("tansu", tansu), ("postgres", pg), ("load_generator", gen))}
-def samples(path):
-    out = {}
-    for line in open(path):
-        name, value = line.rsplit(" ", 1)
-        out[name] = float(value)
-    return out
-before, after = samples(sys.argv[8]), samples(sys.argv[9])
-def mean(base):
-    n = after.get(base + "_count", 0) - before.get(base + "_count", 0)
-    return (after.get(base + "_sum", 0) - before.get(base + "_sum", 0)) / n if n > 0 else None
 # Means over the run, from the api's histograms: where a message's time goes.
-stages = {"broker_ack_ms": mean("feed_ingest_broker_ack_seconds"), "persist_ms": mean("feed_worker_persist_seconds"),
-          "batch_records": mean("feed_worker_batch_records"), "created_to_released_ms": mean("feed_broadcast_delivery_latency_seconds")}
-d["api_stages_mean"] = {k: (round(v * 1000, 2) if k.endswith("_ms") else round(v, 1)) if v is not None else None for k, v in stages.items()}
+d["api_stages_mean"] = json.loads(sys.argv[8])
 json.dump(d, open(sys.argv[1], "w"), indent=2)
 ok = not d["errors"] and dl["missed_total"] == 0 and dl["duplicates_total"] == 0 and d["throughput_per_s"] >= 0.97 * rate
 print(f"  {rate:>6.0f}/s: {'pass' if ok else 'FAIL'}  accepted {d['accepted']}/{d['requests_sent']} errors {d['errors'] or 'none'}  "
@@ -139,6 +160,7 @@ print(f"  {rate:>6.0f}/s: {'pass' if ok else 'FAIL'}  accepted {d['accepted']}/{
 sys.exit(0 if ok else 1)
 PY
 }
+if [ "$ONLY" != fanout ]; then
 lo=0; hi=$CEILING; best=0
 rate=$(( CEILING / 2 ))
 for _ in 1 2 3 4 5; do
@@ -164,37 +186,90 @@ echo "== 3b. POST latency below the sustained rate (${SECS} s each)"
 if [ "$best" -gt 0 ]; then
   for pct in 15 30 60; do ingest_run $(( best * pct / 100 )) || true; done
 fi
+fi
 
 # Resident memory of all api instances under test, in KiB.
 API_PIDS=$API_PID
 rss_all() { local p t=0; for p in $API_PIDS; do t=$(( t + $(rss_kib "$p") )); done; echo "$t"; }
 
-fanout_run() { # label clients feed-url... -> prints a line
-  local label=$1 clients=$2; shift 2
+fanout_run() { # label clients post-url feed-url... -> prints a line, writes $OUT/fanout-<label>.json
+  local label=$1 clients=$2 post=$3; shift 3
   local feeds=() u
   for u in "$@"; do feeds+=(--feed-url "$u"); done
-  local before f="$OUT/fanout-$label.json"
+  local before f="$OUT/fanout-$label.json" stages="null"
+  # Streams of the previous run end at the server's next write (a heartbeat
+  # at most FEED_HEARTBEAT_SECS later): start from none, or they count against the caps.
+  for u in "$@"; do
+    for _ in $(seq 1 60); do
+      [ "$(curl -sf "$u/api/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["feed"]["clients"])' 2>/dev/null || echo 0)" = 0 ] && break
+      sleep 1
+    done
+  done
   before=$(rss_all)
-  $BOT load --url "$API" --rate 10 --connections 4 --duration "$FANOUT_SECS" --clients "$clients" "${feeds[@]}" --drain 20 --json "$f" >/dev/null 2>"$OUT/fanout-$label.log" &
+  [ "$post" = "$API" ] && metrics_snapshot >"$OUT/.metrics-before"
+  $BOT load --url "$post" --rate 10 --connections 4 --duration "$FANOUT_SECS" --clients "$clients" "${feeds[@]}" --drain 20 --json "$f" >/dev/null 2>"$OUT/fanout-$label.log" &
   local pid=$! peak=0 r
   while kill -0 "$pid" 2>/dev/null; do
     r=$(rss_all); [ "$r" -gt "$peak" ] && peak=$r
     sleep 1
   done
   wait "$pid" || true
-  python3 - "$f" "$before" "$peak" "$clients" "$label" <<'PY'
+  if [ "$post" = "$API" ]; then metrics_snapshot >"$OUT/.metrics-after"; stages=$(stage_means "$OUT/.metrics-before" "$OUT/.metrics-after"); fi
+  python3 - "$f" "$before" "$peak" "$clients" "$label" "$stages" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); before, peak, clients = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]); dl = d["delivery"]
 per = (peak - before) / clients if clients else 0
+d["api_stages_mean"] = json.loads(sys.argv[6])
+d["resident_kib_per_connection"] = round(per, 1)
+json.dump(d, open(sys.argv[1], "w"), indent=2)
 print(f"  {sys.argv[5]}: {dl['clients_connected']}/{clients} connected, end-to-end p50 {dl['end_to_end']['p50_ms']:.1f} ms p99 {dl['end_to_end']['p99_ms']:.1f} ms max {dl['end_to_end']['max_ms']:.1f} ms, "
       f"received {dl['events_received']} (missed {dl['missed_total']}, twice {dl['duplicates_total']}, lagged clients {dl['clients_lagged']}), "
-      f"api resident memory {before // 1024} -> {peak // 1024} MiB = {per:.1f} KiB per connection")
+      f"resident memory {before // 1024} -> {peak // 1024} MiB = {per:.1f} KiB per connection"
+      + (f"; api stage means {d['api_stages_mean']}" if d["api_stages_mean"] else ""))
+PY
+}
+
+# Medians of the runs of one client count, ours against the ceiling's.
+compare() { # clients
+  python3 - "$OUT" "$1" "$RUNS" <<'PY'
+import json, statistics, sys
+out, n, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def load(kind):
+    return [json.load(open(f"{out}/fanout-{kind}-{n}-{r}.json")) for r in range(1, runs + 1)]
+def med(ds, q):
+    return statistics.median(d["delivery"]["end_to_end"][f"{q}_ms"] for d in ds)
+ours, ceil = load("one"), load("ceiling")
+missed = sum(d["delivery"]["missed_total"] for d in ours)
+r = {"clients": int(n), "runs": runs,
+     "ours": {"p50_ms": med(ours, "p50"), "p99_ms": med(ours, "p99"), "missed": missed},
+     "ceiling": {"p50_ms": med(ceil, "p50"), "p99_ms": med(ceil, "p99")}}
+r["p50_ratio"] = round(r["ours"]["p50_ms"] / max(r["ceiling"]["p50_ms"], 0.001), 2)
+r["p99_ratio"] = round(r["ours"]["p99_ms"] / max(r["ceiling"]["p99_ms"], 0.001), 2)
+json.dump(r, open(f"{out}/compare-{n}.json", "w"), indent=2)
+print(f"  {n} clients, medians of {runs}: ours p50 {r['ours']['p50_ms']:.1f} ms p99 {r['ours']['p99_ms']:.1f} ms (missed {missed}) | "
+      f"ceiling p50 {r['ceiling']['p50_ms']:.1f} ms p99 {r['ceiling']['p99_ms']:.1f} ms | ratio p50 {r['p50_ratio']} p99 {r['p99_ratio']}")
 PY
 }
 
 echo
-echo "== 4. fan-out on one instance: 10 msg/s for ${FANOUT_SECS} s"
-for n in $CLIENT_COUNTS; do fanout_run "one-$n" "$n" "$API"; done
+echo "== 4. fan-out on one instance next to the machine's ceiling: 10 msg/s for ${FANOUT_SECS} s; sse-ceiling (in-memory, no broker, no database) under the same load, alternating, ${RUNS} runs each"
+CEIL_PORT=${BENCH_CEILING_PORT:-8095}
+CEIL_URL=http://127.0.0.1:$CEIL_PORT
+target/release/sse-ceiling --port "$CEIL_PORT" >"$OUT/sse-ceiling.log" 2>&1 &
+CEIL_PID=$!
+trap 'kill $CEIL_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf "$CEIL_URL/api/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+for n in $CLIENT_COUNTS; do
+  for r in $(seq 1 "$RUNS"); do
+    API_PIDS=$API_PID fanout_run "one-$n-$r" "$n" "$API" "$API"
+    API_PIDS=$CEIL_PID fanout_run "ceiling-$n-$r" "$n" "$CEIL_URL" "$CEIL_URL"
+  done
+  compare "$n"
+done
+kill "$CEIL_PID" 2>/dev/null || true
+wait "$CEIL_PID" 2>/dev/null || true
+trap - EXIT
+if [ "$ONLY" = fanout ]; then log "Done (BENCH_ONLY=fanout). JSON reports in $OUT/"; exit 0; fi
 
 echo
 echo "== 5. fan-out over two instances"
@@ -209,7 +284,7 @@ for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$SECOND_PORT/api/ready" >/d
 $BOT load --url "$API" --rate 20 --connections 2 --duration 10 --clients 2 --feed-url "$API" --feed-url "http://127.0.0.1:$SECOND_PORT" --drain 20 >/dev/null 2>&1 || true
 API_PIDS="$API_PID $SECOND"
 n=$(echo "$CLIENT_COUNTS" | awk '{print $NF}')
-fanout_run "two-$n" "$n" "$API" "http://127.0.0.1:$SECOND_PORT"
+fanout_run "two-$n" "$n" "$API" "$API" "http://127.0.0.1:$SECOND_PORT"
 kill -TERM "$SECOND"; wait "$SECOND" 2>/dev/null || true
 trap - EXIT
 echo

@@ -81,14 +81,18 @@ pub struct KafkaSettings {
     /// How long a POST waits for the broker's acknowledgement before a 503
     /// (`KAFKA_PRODUCE_TIMEOUT_MS`). Kept below typical HTTP client deadlines.
     pub produce_timeout: Duration,
-    /// `linger.ms` of the producer (`KAFKA_LINGER_MS`), 5 ms by default as in
-    /// librdkafka and Kafka 4. A lone POST waits up to this long for company;
-    /// under load the larger batches mean fewer produce requests, which is
-    /// what the broker spends its CPU on (docs/PERFORMANCE.md).
+    /// `linger.ms` of the producer (`KAFKA_LINGER_MS`): a lone POST waits up
+    /// to this long for company before its produce request goes out; under
+    /// load, batches fill while earlier requests are in flight anyway
+    /// (docs/PERFORMANCE.md weighs it).
     pub linger_ms: u32,
-    /// `fetch.wait.max.ms` of consumers (`KAFKA_FETCH_WAIT_MAX_MS`): the upper
-    /// bound a quiet partition adds to end-to-end latency.
+    /// `fetch.wait.max.ms` of the broadcaster's consumer (and the tools')
+    /// (`KAFKA_FETCH_WAIT_MAX_MS`): with the local fast path it delays only
+    /// messages that other instances' workers stored.
     pub fetch_wait_max_ms: u32,
+    /// `fetch.wait.max.ms` of the worker's consumer
+    /// (`KAFKA_WORKER_FETCH_WAIT_MAX_MS`): every post waits for it once.
+    pub worker_fetch_wait_max_ms: u32,
     /// Use librdkafka's idempotent producer (`KAFKA_IDEMPOTENCE`). Off by
     /// default: the pipeline is idempotent end to end without it (the worker
     /// drops a message id it has stored, broadcasters drop a `seq` they have
@@ -278,8 +282,13 @@ impl Settings {
                     .unwrap_or("feed-worker")
                     .to_owned(),
                 produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 5000, 100..=120_000)?,
-                linger_ms: env.parse_range("KAFKA_LINGER_MS", 5u32, 0..=60_000)?,
+                linger_ms: env.parse_range("KAFKA_LINGER_MS", 1u32, 0..=60_000)?,
                 fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 25u32, 1..=10_000)?,
+                worker_fetch_wait_max_ms: env.parse_range(
+                    "KAFKA_WORKER_FETCH_WAIT_MAX_MS",
+                    10u32,
+                    1..=10_000,
+                )?,
                 idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", false)?,
                 max_in_flight: env.parse_range("KAFKA_MAX_IN_FLIGHT", 5u32, 1..=1_000_000)?,
                 debug: env.get("KAFKA_DEBUG").map(str::to_owned),
@@ -538,7 +547,9 @@ mod tests {
         assert_eq!(s.feed.resume_window, 10_000);
         assert!(!s.kafka.idempotence);
         assert_eq!(s.kafka.max_in_flight, 5);
-        assert_eq!(s.kafka.linger_ms, 5);
+        assert_eq!(s.kafka.linger_ms, 1);
+        assert_eq!(s.kafka.fetch_wait_max_ms, 25);
+        assert_eq!(s.kafka.worker_fetch_wait_max_ms, 10);
         assert_eq!(s.metrics_addr, None);
         assert_eq!(s.log_format, LogFormat::Text);
         let s = Settings::from_vars(&vars(&[

@@ -138,6 +138,7 @@ pub struct Metrics {
     pub worker_batches: Counter,
     pub worker_batch_records: Histogram,
     pub worker_persist: Histogram,
+    pub worker_pickup: Histogram,
     pub worker_persisted: Counter,
     pub worker_redeliveries: Counter,
     pub worker_dead_letters: Family<CauseLabel, Counter>,
@@ -183,6 +184,7 @@ impl Metrics {
             worker_batches: Counter::default(),
             worker_batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             worker_persist: Histogram::new(latency_buckets()),
+            worker_pickup: Histogram::new(latency_buckets()),
             worker_persisted: Counter::default(),
             worker_redeliveries: Counter::default(),
             worker_dead_letters: Family::default(),
@@ -249,6 +251,12 @@ impl Metrics {
             "duration of the worker's database transactions",
             Unit::Seconds,
             m.worker_persist.clone(),
+        );
+        r.register_with_unit(
+            "feed_worker_pickup",
+            "a message's created_at to the worker taking its record: the produce and the first broker hop",
+            Unit::Seconds,
+            m.worker_pickup.clone(),
         );
         r.register(
             "feed_worker_messages_persisted",

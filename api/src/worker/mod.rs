@@ -62,6 +62,10 @@ fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::
         config.set("group.instance.id", id);
     }
     config
+        .set(
+            "fetch.wait.max.ms",
+            settings.worker_fetch_wait_max_ms.to_string(),
+        )
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
@@ -248,6 +252,11 @@ impl Worker {
         }
         if messages.is_empty() {
             return true;
+        }
+        let now = chrono::Utc::now();
+        for m in &messages {
+            let waited = (now - m.created_at).to_std().unwrap_or_default();
+            self.metrics.worker_pickup.observe(waited.as_secs_f64());
         }
 
         let started = std::time::Instant::now();
