@@ -10,6 +10,7 @@
 #      to the same load on sse-ceiling (an in-memory SSE broadcaster: the machine's fan-out
 #      limit), alternating, BENCH_RUNS (3) times; medians and ratios
 #   5. the same 10,000 clients spread over two instances
+#   6. the worker's database transaction alone (persist-ceiling) at batch sizes 1 to 500
 #
 #   bash start.sh && bash scripts/bench.sh      (uses the running native stack, or starts it)
 #
@@ -199,9 +200,12 @@ fanout_run() { # label clients post-url feed-url... -> prints a line, writes $OU
   local before f="$OUT/fanout-$label.json" stages="null"
   # Streams of the previous run end at the server's next write (a heartbeat
   # at most FEED_HEARTBEAT_SECS later): start from none, or they count against the caps.
+  local open
   for u in "$@"; do
     for _ in $(seq 1 60); do
-      [ "$(curl -sf "$u/api/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["feed"]["clients"])' 2>/dev/null || echo 0)" = 0 ] && break
+      open=$(curl -sf "$u/api/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["feed"]["clients"])' 2>/dev/null) \
+        || die "$u/api/status did not say how many feed clients are open"
+      [ "$open" = 0 ] && break
       sleep 1
     done
   done
@@ -287,6 +291,17 @@ n=$(echo "$CLIENT_COUNTS" | awk '{print $NF}')
 fanout_run "two-$n" "$n" "$API" "$API" "http://127.0.0.1:$SECOND_PORT"
 kill -TERM "$SECOND"; wait "$SECOND" 2>/dev/null || true
 trap - EXIT
+
+echo
+echo "== 6. the worker's transaction alone (persist-ceiling): commits per second on the counter row at batch sizes 1, 10, 100, 500; one writer, then 4 contending"
+DATABASE_URL="postgresql://postgres@127.0.0.1:${FEED_PG_PORT:-55432}/feed?sslmode=disable" RUST_LOG=warn \
+  target/release/persist-ceiling --seconds "$( [ "${BENCH_QUICK:-0}" = 1 ] && echo 2 || echo 5 )" | tee "$OUT/persist.jsonl" \
+  | python3 -c "
+import json, sys
+for line in sys.stdin:
+    d = json.loads(line)
+    print(f\"  {d['writers']} writer(s), batch {d['batch']:>3}: {d['commits_per_s']:>6.0f} commits/s = {d['messages_per_s']:>7.0f} messages/s, commit p50 {d['commit_p50_ms']} ms p99 {d['commit_p99_ms']} ms\")"
+
 echo
 log "Done. JSON reports in $OUT/"
 log "The api still runs with the benchmark's raised limits: bash start.sh stop && bash start.sh restarts it with the defaults."

@@ -50,13 +50,14 @@ async fn main() -> std::process::ExitCode {
 }
 
 fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
-    let (base, _) = url
+    // The query may hold paths (`sslrootcert=/…`): split it off first.
+    let (path, query) = match url.split_once('?') {
+        Some((path, query)) => (path, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let (base, _) = path
         .rsplit_once('/')
         .ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no database path"))?;
-    let query = url
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
     Ok(format!("{base}/{db}{query}"))
 }
 
@@ -78,7 +79,14 @@ async fn run() -> anyhow::Result<()> {
     settings.database.url = with_database(&base, &db)?;
     settings.database.pool_size = args.writers.iter().copied().max().unwrap_or(1);
     let result = measure(&args, &settings).await;
-    admin(&base, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await?;
+    // PostgreSQL 13+ closes lingering sessions with FORCE; CockroachDB has no
+    // such option (and drops a database that is still connected to).
+    if admin(&base, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .is_err()
+    {
+        admin(&base, &format!("DROP DATABASE IF EXISTS {db}")).await?;
+    }
     result
 }
 
