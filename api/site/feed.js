@@ -8,6 +8,9 @@
   const MAX_CHARS = 280;
   const USER_ID = /^[A-Za-z0-9_.-]{1,64}$/;
   const PAGE = 50;
+  // A tab left open for days must not grow without bound: past this many
+  // messages the oldest leave the list (and "Load older" brings them back).
+  const MAX_SHOWN = 1000;
   // When the browser's EventSource gives up for good (a proxy answering an
   // error status, say), the page opens a new one after this, doubling.
   const REOPEN_MIN_MS = 2000;
@@ -96,6 +99,14 @@
       list.insertBefore(li, next);
     }
     shown.set(cursor, li);
+    if (li === list.firstElementChild) {
+      while (shown.size > MAX_SHOWN) {
+        const oldest = list.lastElementChild;
+        shown.delete(BigInt(oldest.dataset.cursor));
+        oldest.remove();
+        olderDone = false;
+      }
+    }
     updateEmpty();
   }
 
@@ -103,6 +114,8 @@
     list.replaceChildren();
     shown.clear();
     olderDone = false;
+    // A new list resumes from nothing of the old one's (a filter, a reset).
+    lastId = undefined;
     generation += 1;
     updateEmpty();
   }
@@ -338,6 +351,9 @@
   contentInput.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
+      // A second press after a quick 202 finds the box cleared: posting
+      // nothing would only earn an error (the Post button still shows it).
+      if (contentInput.value.trim() === '') return;
       form.requestSubmit();
     }
   });

@@ -87,8 +87,9 @@ pub struct KafkaSettings {
     /// (docs/PERFORMANCE.md weighs it).
     pub linger_ms: u32,
     /// `fetch.wait.max.ms` of the broadcaster's consumer (and the tools')
-    /// (`KAFKA_FETCH_WAIT_MAX_MS`): with the local fast path it delays only
-    /// messages that other instances' workers stored.
+    /// (`KAFKA_FETCH_WAIT_MAX_MS`): with the local fast path it delays the
+    /// messages that other instances' workers stored, and this instance's
+    /// own ones that wait behind them for their turn.
     pub fetch_wait_max_ms: u32,
     /// `fetch.wait.max.ms` of the worker's consumer
     /// (`KAFKA_WORKER_FETCH_WAIT_MAX_MS`): every post waits for it once.

@@ -147,6 +147,7 @@ pub struct Metrics {
     pub gap_fills: Counter,
     pub duplicates_dropped: Counter,
     pub local_handed_over: Counter,
+    pub local_refused: Counter,
     pub never_committed_dropped: Counter,
     pub delivery_latency: Histogram,
 
@@ -192,6 +193,7 @@ impl Metrics {
             gap_fills: Counter::default(),
             duplicates_dropped: Counter::default(),
             local_handed_over: Counter::default(),
+            local_refused: Counter::default(),
             never_committed_dropped: Counter::default(),
             delivery_latency: Histogram::new(latency_buckets()),
             sse_opened: Counter::default(),
@@ -308,6 +310,11 @@ impl Metrics {
             "feed_broadcast_local_handed_over",
             "messages this instance's worker handed straight to its broadcaster after the commit",
             m.local_handed_over.clone(),
+        );
+        r.register(
+            "feed_broadcast_local_refused",
+            "messages the worker could not hand over (the broadcaster was behind); their broker copies carry them",
+            m.local_refused.clone(),
         );
         r.register(
             "feed_broadcast_never_committed_dropped",

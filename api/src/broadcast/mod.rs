@@ -125,6 +125,7 @@ impl Broadcaster {
                 self.metrics.local_handed_over.inc_by(n);
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.local_refused.inc_by(n);
                 tracing::debug!(
                     messages = n,
                     "local hand-over queue full; the broker's copy will carry them"

@@ -10,18 +10,19 @@
 
 pub mod window;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
+use tokio::sync::Mutex;
 
 use crate::health::{check_dependencies, worker_report};
 use crate::state::AppState;
 
 /// Answers younger than this are served again: however many status pages
-/// are open, the dependencies are asked at most once a second.
+/// are open, the dependencies are asked at most once a second, and one
+/// request at a time (the others wait for its answer, see [`status`]).
 const REUSE_FOR: Duration = Duration::from_secs(1);
 
 /// The last answer, shared by every request.
@@ -30,22 +31,19 @@ pub struct Recent(Mutex<Option<(Instant, Value)>>);
 
 /// `GET /api/status`.
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
-    let cached = {
-        let recent = state.status.0.lock().unwrap_or_else(|p| p.into_inner());
-        recent
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < REUSE_FOR)
-            .map(|(_, body)| body.clone())
-    };
-    let body = match cached {
-        Some(body) => body,
-        None => {
+    // The lock is held across the refresh: while one request asks the
+    // dependencies (up to their check timeout when one is down), the others
+    // wait for its answer instead of each taking a database connection.
+    let mut recent = state.status.0.lock().await;
+    let body = match recent.as_ref() {
+        Some((at, body)) if at.elapsed() < REUSE_FOR => body.clone(),
+        _ => {
             let body = report(&state).await;
-            *state.status.0.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((Instant::now(), body.clone()));
+            *recent = Some((Instant::now(), body.clone()));
             body
         }
     };
+    drop(recent);
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(body)
