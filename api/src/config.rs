@@ -287,7 +287,7 @@ impl Settings {
                 fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 25u32, 1..=10_000)?,
                 worker_fetch_wait_max_ms: env.parse_range(
                     "KAFKA_WORKER_FETCH_WAIT_MAX_MS",
-                    10u32,
+                    5u32,
                     1..=10_000,
                 )?,
                 idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", false)?,
@@ -550,7 +550,7 @@ mod tests {
         assert_eq!(s.kafka.max_in_flight, 5);
         assert_eq!(s.kafka.linger_ms, 1);
         assert_eq!(s.kafka.fetch_wait_max_ms, 25);
-        assert_eq!(s.kafka.worker_fetch_wait_max_ms, 10);
+        assert_eq!(s.kafka.worker_fetch_wait_max_ms, 5);
         assert_eq!(s.metrics_addr, None);
         assert_eq!(s.log_format, LogFormat::Text);
         let s = Settings::from_vars(&vars(&[

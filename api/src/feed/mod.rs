@@ -256,7 +256,9 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
         heartbeat: feed.heartbeat,
         idle_deadline: Box::pin(tokio::time::sleep(feed.heartbeat)),
         last_write: Instant::now(),
-        shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+        // A child token of its own: the stream checks it on every poll, and
+        // checking the shared token took one lock for all streams at once.
+        shutdown: Box::pin(state.shutdown.child_token().cancelled_owned()),
         done: false,
     };
     let body = Sse::from_stream(stream.into_stream()).with_retry_duration(feed.retry);
