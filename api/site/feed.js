@@ -201,6 +201,8 @@
       // the stream starts afresh with the newest messages. Start the list
       // afresh too, so it never hides a gap; older ones are a "load" away.
       clearList();
+      // Its id is where the fresh stream starts: the list's cursor now.
+      if (event.lastEventId) lastId = event.lastEventId;
       say(describe(event, 'The feed started afresh') + ' Older messages are below "Load older messages".', 'reset');
     });
     es.addEventListener('lagged', (event) => {

@@ -174,15 +174,10 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
     let live_from = state.broadcaster.last_released();
     let rx = state.broadcaster.subscribe();
     let mut pending = Pending::default();
+    // A reset goes out first, once the fresh start is known (its `id:`).
+    let mut reset: Option<(&str, &str)> = None;
     if q.unusable_header {
-        state
-            .metrics
-            .sse_resets
-            .get_or_create(&ReasonLabel {
-                reason: "cursor_invalid",
-            })
-            .inc();
-        pending.events.push_back(reset_event(
+        reset = Some((
             "cursor_invalid",
             "the Last-Event-ID header is not a cursor of this feed; starting afresh",
         ));
@@ -190,7 +185,7 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
     let mut fresh = true;
     if let Some(after) = q.last_event_id {
         let max = store.max_seq().await.map_err(ReadError::Unavailable)?;
-        let reset = if after > max {
+        let refused = if after > max {
             Some((
                 "cursor_unknown",
                 "the cursor is not one this feed has issued; starting afresh",
@@ -203,15 +198,8 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
         } else {
             None
         };
-        match reset {
-            Some((reason, message)) => {
-                state
-                    .metrics
-                    .sse_resets
-                    .get_or_create(&ReasonLabel { reason })
-                    .inc();
-                pending.events.push_back(reset_event(reason, message));
-            }
+        match refused {
+            Some(why) => reset = Some(why),
             None => {
                 state.metrics.sse_resumes.inc();
                 fresh = false;
@@ -226,13 +214,29 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
     }
     if fresh {
         let history = q.history.unwrap_or(feed.history_default);
-        if history > 0 {
-            let rows = store
+        let rows = if history > 0 {
+            store
                 .latest(history, user)
                 .await
-                .map_err(ReadError::Unavailable)?;
-            pending.push_rows(rows);
+                .map_err(ReadError::Unavailable)?
+        } else {
+            Vec::new()
+        };
+        if let Some((reason, message)) = reset {
+            state
+                .metrics
+                .sse_resets
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+            // The cursor just before the fresh start: a client that
+            // reconnects before the first message resumes exactly there
+            // instead of sending its unusable cursor again.
+            let before = rows.first().map_or(live_from, |row| row.seq - 1);
+            pending
+                .events
+                .push_back(reset_event(reason, message, before));
         }
+        pending.push_rows(rows);
     }
     tracing::debug!(
         user_id = ?q.user_id,
@@ -328,8 +332,9 @@ fn message_event(ev: &FeedEvent) -> sse::Event {
         .into()
 }
 
-fn reset_event(reason: &str, message: &str) -> sse::Event {
+fn reset_event(reason: &str, message: &str, before: i64) -> sse::Event {
     sse::Data::new(json!({ "reason": reason, "message": message }).to_string())
+        .id(cursor::encode(before))
         .event("reset")
         .into()
 }

@@ -162,6 +162,10 @@ async fn an_unknown_or_too_old_cursor_gets_a_reset_then_a_fresh_stream() {
     assert_eq!(reset.json()["reason"], "cursor_unknown");
     let fresh = feed.next_message().await.expect("history after reset");
     assert_eq!(fresh.json()["id"], ids[3].as_str());
+    // The reset names the cursor just before the fresh start, so a client
+    // that reconnects before the first message resumes there.
+    let first: i64 = fresh.id.as_deref().expect("id").parse().expect("cursor");
+    assert_eq!(reset.id, Some((first - 1).to_string()));
 
     let mut feed = app.feed("?history=1", Some("1")).await;
     let reset = feed.next_named().await.expect("an event");
@@ -195,6 +199,9 @@ async fn invalid_feed_parameters_are_a_400_with_a_json_error() {
     let reset = feed.next_named().await.expect("an event");
     assert_eq!(reset.event.as_deref(), Some("reset"));
     assert_eq!(reset.json()["reason"], "cursor_invalid");
+    // Without history the fresh stream starts at the newest released
+    // message (none yet): that is the reset's cursor.
+    assert_eq!(reset.id.as_deref(), Some("0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
