@@ -602,6 +602,8 @@ pub fn parse_block(block: &str) -> SseEvent {
 pub struct DbProxy {
     pub port: u16,
     up: Arc<watch::Sender<bool>>,
+    /// Connections the app opened (or tried to, while down).
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl DbProxy {
@@ -611,11 +613,14 @@ impl DbProxy {
         let (up, _) = watch::channel(true);
         let up = Arc::new(up);
         let accept_up = up.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut state = accept_up.subscribe();
                 if !*state.borrow() {
                     drop(inbound); // refuse while down
@@ -633,7 +638,16 @@ impl DbProxy {
                 });
             }
         });
-        DbProxy { port, up }
+        DbProxy {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    /// How many connections the app has opened or tried to open.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Cuts every connection and refuses new ones.

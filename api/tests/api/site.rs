@@ -131,6 +131,31 @@ async fn status_names_a_failed_dependency_without_secrets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_pages_opened_during_an_outage_share_one_check() {
+    let env = TestEnv::new(true).await;
+    let app = env.spawn(&[]).await;
+    let proxy = env.proxy.as_ref().expect("proxy");
+    proxy.down();
+    let before = proxy.connections();
+    // Twenty status pages refreshing at once: one of them asks the database
+    // (a connection attempt through the proxy, refused); the others wait
+    // for its answer instead of each taking a connection of their own.
+    let answers =
+        futures_util::future::join_all((0..20).map(|_| app.get_json("/api/status"))).await;
+    let attempts = proxy.connections() - before;
+    proxy.up();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200);
+        assert_ne!(body["checks"]["database"]["status"], "ok");
+    }
+    println!("20 concurrent /api/status during an outage: {attempts} database connection attempts");
+    assert!(
+        attempts <= 3,
+        "{attempts} connection attempts for 20 concurrent status requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_can_move_to_the_metrics_listener() {
     let env = TestEnv::new(false).await;
     let app = env
