@@ -48,7 +48,7 @@ start_api() {
   # The caller's environment (limits, LOG_FORMAT, RUST_LOG, ...) passes through;
   # only the addresses of the native components are set here.
   HOST=127.0.0.1 PORT=$API_PORT \
-    DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/feed?sslmode=disable" \
+    DATABASE_URL="$(pg_app_url "$DATA" "$PG_PORT" feed)" \
     KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" RUST_LOG="${RUST_LOG:-info}" \
     nohup target/release/feed-api >>"$DATA/api.log" 2>&1 &
   echo $! >"$DATA/api.pid"
@@ -62,7 +62,7 @@ native_up() {
   ensure_postgres_installed
   ensure_tansu_installed
   pg_start "$DATA" "$PG_PORT"
-  pg_create_db "$PG_PORT" feed
+  pg_app_db "$DATA" "$PG_PORT" feed
   tansu_start "$DATA" "$KAFKA_PORT"
 
   log "Building the workspace (release)..."
@@ -124,7 +124,7 @@ The feed is running natively (PostgreSQL + Tansu instead of CockroachDB + Kafka)
                      -d '{"user_id":"alice","content":"Hello, feed!"}'
   Pages:        curl 'http://localhost:$API_PORT/api/messages?limit=5'
   Health:       curl http://localhost:$API_PORT/api/ready
-  PostgreSQL:   psql -h 127.0.0.1 -p $PG_PORT -U postgres feed
+  PostgreSQL:   PGPASSFILE=.data/pgpass psql -h 127.0.0.1 -p $PG_PORT -U postgres feed   (passwords in .data/pg-*-password)
   Kafka (Tansu): 127.0.0.1:$KAFKA_PORT
   Logs:         .data/api.log, .data/bot.log, .data/tansu.log   (bash start.sh logs)
   Status/stop:  bash start.sh status  |  bash start.sh stop

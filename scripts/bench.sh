@@ -278,7 +278,7 @@ if [ "$ONLY" = fanout ]; then log "Done (BENCH_ONLY=fanout). JSON reports in $OU
 echo
 echo "== 5. fan-out over two instances"
 SECOND_PORT=${BENCH_SECOND_PORT:-8091}
-HOST=127.0.0.1 PORT=$SECOND_PORT DATABASE_URL="postgresql://postgres@127.0.0.1:${FEED_PG_PORT:-55432}/feed?sslmode=disable" \
+HOST=127.0.0.1 PORT=$SECOND_PORT DATABASE_URL="$(pg_app_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)" \
   KAFKA_BROKERS="127.0.0.1:${FEED_KAFKA_PORT:-9092}" RUST_LOG=warn \
   nohup target/release/feed-api >"$OUT/second-api.log" 2>&1 &
 SECOND=$!
@@ -294,7 +294,8 @@ trap - EXIT
 
 echo
 echo "== 6. the worker's transaction alone (persist-ceiling): commits per second on the counter row at batch sizes 1, 10, 100, 500; one writer, then 4 contending"
-DATABASE_URL="postgresql://postgres@127.0.0.1:${FEED_PG_PORT:-55432}/feed?sslmode=disable" RUST_LOG=warn \
+# It creates (and drops) a database of its own: the superuser's URL.
+DATABASE_URL="$(pg_superuser_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)" RUST_LOG=warn \
   target/release/persist-ceiling --seconds "$( [ "${BENCH_QUICK:-0}" = 1 ] && echo 2 || echo 5 )" | tee "$OUT/persist.jsonl" \
   | python3 -c "
 import json, sys

@@ -7,6 +7,10 @@
 
 TANSU_VERSION_FEATURES=(--locked tansu --features libsql,dynostore)
 
+# Everything these scripts create (logs, pid files, passwords, Tansu's
+# SQLite file) is for this user only.
+umask 077
+
 log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -89,27 +93,84 @@ pg_dir() {
   fi
 }
 
+# secure_data DATA: the data folder lets others through to PostgreSQL's own
+# folder inside it (the postgres user must reach it) but shows them nothing,
+# and the files already in it (from older runs) are this user's only.
+secure_data() {
+  local data=$1
+  mkdir -p "$data"
+  chmod 711 "$data"
+  find "$data" -maxdepth 1 -type f -exec chmod 600 {} +
+}
+
+# secret DATA NAME: a generated password kept in DATA/NAME (mode 0600),
+# made on first use.
+secret() {
+  local file="$1/$2"
+  if [ ! -s "$file" ]; then
+    head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 >"$file"
+  fi
+  cat "$file"
+}
+
+# pg_env DATA PORT: psql in these scripts reads the superuser's password
+# from DATA/pgpass (libpq's PGPASSFILE), never from the command line.
+pg_env() {
+  local data=$1 port=$2
+  printf '127.0.0.1:%s:*:postgres:%s\n' "$port" "$(secret "$data" pg-superuser-password)" >"$data/pgpass"
+  export PGPASSFILE="$data/pgpass"
+}
+
+# pg_superuser_url DATA PORT [DB]: the superuser's URL (tests, tools).
+pg_superuser_url() {
+  echo "postgresql://postgres:$(secret "$1" pg-superuser-password)@127.0.0.1:$2/${3:-postgres}?sslmode=disable"
+}
+
 # pg_start DATA PORT: initialise (once) and start the cluster; idempotent.
+# Password (SCRAM) authentication over TCP on 127.0.0.1 only, no Unix
+# socket: other local users cannot connect, let alone as the superuser.
 pg_start() {
   local data=$1 port=$2 bin dir
   bin=$(pg_bin) || die "PostgreSQL is not installed"
+  secure_data "$data"
   dir=$(pg_dir "$data")
   mkdir -p "$dir"
   chown postgres:postgres "$dir"
   chmod 700 "$dir"
+  pg_env "$data" "$port"
   if [ ! -f "$dir/PG_VERSION" ]; then
     log "Initialising a PostgreSQL cluster in $dir"
-    runuser -u postgres -- "$bin/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 >"$data/initdb.log" 2>&1 \
-      || die "initdb failed; see $data/initdb.log"
+    local pwdir
+    pwdir=$(mktemp -d)
+    secret "$data" pg-superuser-password >"$pwdir/pw"
+    chown -R postgres:postgres "$pwdir"
+    runuser -u postgres -- "$bin/initdb" -D "$dir" -U postgres --auth=scram-sha-256 --pwfile="$pwdir/pw" \
+      -E UTF8 >"$data/initdb.log" 2>&1 || { rm -rf "$pwdir"; die "initdb failed; see $data/initdb.log"; }
+    rm -rf "$pwdir"
   fi
-  if runuser -u postgres -- "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
-    return 0
+  if ! runuser -u postgres -- "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    if port_in_use "$port"; then die "port $port is taken by another program; cannot start PostgreSQL there"; fi
+    log "Starting PostgreSQL on 127.0.0.1:$port"
+    runuser -u postgres -- "$bin/pg_ctl" -D "$dir" -w -t 60 -l "$dir/server.log" start \
+      -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=400 -c shared_buffers=256MB" >/dev/null \
+      || die "PostgreSQL did not start; see $dir/server.log"
   fi
-  if port_in_use "$port"; then die "port $port is taken by another program; cannot start PostgreSQL there"; fi
-  log "Starting PostgreSQL on 127.0.0.1:$port"
-  runuser -u postgres -- "$bin/pg_ctl" -D "$dir" -w -t 60 -l "$dir/server.log" start \
-    -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" >/dev/null \
-    || die "PostgreSQL did not start; see $dir/server.log"
+  pg_require_passwords "$data" "$port" "$dir" "$bin"
+}
+
+# pg_require_passwords DATA PORT DIR BIN: a cluster made by an older version
+# of these scripts trusted every local connection: give the superuser its
+# password (trust still lets this one connection in), then require
+# passwords everywhere.
+pg_require_passwords() {
+  local data=$1 port=$2 dir=$3 bin=$4
+  grep -qE '^[^#]*[[:space:]]trust([[:space:]]|$)' "$dir/pg_hba.conf" || return 0
+  log "Requiring passwords on the PostgreSQL cluster in $dir (it trusted every local connection)"
+  PGPASSWORD= psql -h 127.0.0.1 -p "$port" -U postgres -w -qc \
+    "ALTER ROLE postgres PASSWORD '$(secret "$data" pg-superuser-password)'" >/dev/null \
+    || die "could not set the superuser's password"
+  sed -i -E 's/^([^#]*[[:space:]])trust([[:space:]]|$)/\1scram-sha-256\2/' "$dir/pg_hba.conf"
+  runuser -u postgres -- "$bin/pg_ctl" -D "$dir" reload >/dev/null || die "could not reload PostgreSQL"
 }
 
 pg_stop() {
@@ -122,12 +183,32 @@ pg_stop() {
   fi
 }
 
-# pg_create_db PORT NAME: creates the database unless it exists.
-pg_create_db() {
-  local port=$1 name=$2
-  if ! psql -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$name'" | grep -q 1; then
-    psql -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE \"$name\"" >/dev/null
+# pg_app_db DATA PORT NAME: the database NAME, owned by a role of the same
+# name that is not a superuser (what the api connects as), with a generated
+# password (DATA/pg-NAME-password). Idempotent; tables an older version
+# created as the superuser are handed to the role.
+pg_app_db() {
+  local data=$1 port=$2 name=$3 pw
+  pw=$(secret "$data" "pg-$name-password")
+  local q=(psql -h 127.0.0.1 -p "$port" -U postgres -w -v ON_ERROR_STOP=1 -qtA)
+  if "${q[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='$name'" | grep -q 1; then
+    "${q[@]}" -c "ALTER ROLE \"$name\" LOGIN PASSWORD '$pw'" >/dev/null
+  else
+    "${q[@]}" -c "CREATE ROLE \"$name\" LOGIN PASSWORD '$pw'" >/dev/null
   fi
+  if ! "${q[@]}" -c "SELECT 1 FROM pg_database WHERE datname='$name'" | grep -q 1; then
+    "${q[@]}" -c "CREATE DATABASE \"$name\" OWNER \"$name\"" >/dev/null
+  fi
+  "${q[@]}" -c "ALTER DATABASE \"$name\" OWNER TO \"$name\"" >/dev/null
+  local table
+  for table in $("${q[@]}" -d "$name" -c "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tableowner <> '$name'"); do
+    "${q[@]}" -d "$name" -c "ALTER TABLE public.\"$table\" OWNER TO \"$name\"" >/dev/null
+  done
+}
+
+# pg_app_url DATA PORT NAME: the URL the api uses for pg_app_db's database.
+pg_app_url() {
+  echo "postgresql://$3:$(secret "$1" "pg-$3-password")@127.0.0.1:$2/$3?sslmode=disable"
 }
 
 # tansu_start DATA PORT: a Tansu broker with SQLite storage in DATA; idempotent.

@@ -30,10 +30,11 @@ pg_start "$DATA" "$PG_PORT"
 tansu_start "$DATA" "$KAFKA_PORT"
 
 # Each test creates a database of its own; drop those of earlier runs.
-old=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'feed_test_%'")
-for db in $old; do psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null || true; done
+old=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -w -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'feed_test_%'")
+for db in $old; do psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -w -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null || true; done
 
-export TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+TEST_DATABASE_URL=$(pg_superuser_url "$DATA" "$PG_PORT")
+export TEST_DATABASE_URL
 export TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export RUST_LOG=${RUST_LOG:-warn}
 out=$(mktemp)

@@ -50,10 +50,31 @@ pub enum AuthError {
     MissingClaim(String),
     #[error("the token's subject is not a valid user_id")]
     Subject,
-    #[error("the token is for another audience or from another issuer")]
-    WrongParty,
+    #[error("the token is for another audience (aud)")]
+    WrongAudience,
+    #[error("the token is from another issuer (iss)")]
+    WrongIssuer,
     #[error("the token is not valid yet (nbf)")]
     NotYetValid,
+}
+
+/// True when the token's header names an algorithm other than `ours`,
+/// including ones `jsonwebtoken` cannot even parse (`none`): such a token is
+/// refused for its algorithm, not as malformed. Only read on the refusal path.
+fn names_another_algorithm(token: &str, ours: Algorithm) -> bool {
+    use base64::Engine as _;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    header["alg"]
+        .as_str()
+        .is_some_and(|alg| alg != format!("{ours:?}"))
 }
 
 /// A key that cannot be used, named for the variable that holds it.
@@ -117,6 +138,12 @@ impl Auth {
                 | ErrorKind::InvalidAlgorithmName
                 | ErrorKind::UnsupportedAlgorithm => AuthError::Algorithm,
                 ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                _ if names_another_algorithm(token, self.validation.algorithms[0]) => {
+                    AuthError::Algorithm
+                }
                 _ => AuthError::Malformed,
             },
         )?;

@@ -10,12 +10,28 @@ use std::time::Duration;
 
 /// An environment variable that holds a value we cannot use.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid value for {var}={value:?}: {reason}")]
+#[error("invalid value for {var}{}: {reason}", shown(.value))]
 pub struct ConfigError {
     pub var: String,
-    pub value: String,
+    /// The value as it may be printed: `None` for a secret, credentials
+    /// masked in a URL.
+    pub value: Option<String>,
     pub reason: String,
 }
+
+fn shown(value: &Option<String>) -> String {
+    value
+        .as_ref()
+        .map(|v| format!("={v:?}"))
+        .unwrap_or_default()
+}
+
+/// Variables whose value is never printed, not even in a refusal.
+const SECRET_VARS: [&str; 2] = ["AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY"];
+
+/// Shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as
+/// long as the hash (256 bits); a short one can be guessed offline from any token.
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
 
 /// All settings of the API process.
 #[derive(Debug, Clone)]
@@ -175,6 +191,9 @@ pub struct LimitSettings {
     pub post_rate_burst: std::num::NonZeroU32,
     /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: addresses and CIDR networks).
     pub trusted_proxies: crate::limits::client::TrustedProxies,
+    /// Leading bits of an IPv6 client address that name one client for the
+    /// limits (`CLIENT_IPV6_PREFIX`).
+    pub ipv6_prefix: u8,
     /// Open HTTP connections, all kinds (`HTTP_MAX_CONNECTIONS`; default from the descriptor limit).
     pub max_connections: usize,
     /// Feed streams on this instance (`FEED_MAX_CLIENTS`; default from the descriptor limit).
@@ -193,6 +212,9 @@ pub struct LimitSettings {
     pub request_timeout: Duration,
     /// Time a client has to send a request's body (`HTTP_BODY_TIMEOUT_MS`).
     pub body_timeout: Duration,
+    /// Time sent data may stay unacknowledged, or a client's receive window
+    /// shut, before the connection is aborted (`HTTP_WRITE_TIMEOUT_SECS`).
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +349,7 @@ impl Settings {
                 post_rate_per_minute: env.positive("POST_RATE_PER_MINUTE", 60)?,
                 post_rate_burst: env.positive("POST_RATE_BURST", 20)?,
                 trusted_proxies,
+                ipv6_prefix: env.parse_range("CLIENT_IPV6_PREFIX", 56u8, 32..=128)?,
                 max_connections,
                 feed_max_clients,
                 feed_max_clients_per_ip: env.parse_range(
@@ -344,10 +367,15 @@ impl Settings {
                 keep_alive: env.secs("HTTP_KEEP_ALIVE_SECS", 5, 1..=3600)?,
                 request_timeout: env.millis("HTTP_REQUEST_TIMEOUT_MS", 5000, 100..=600_000)?,
                 body_timeout: env.millis("HTTP_BODY_TIMEOUT_MS", 10_000, 100..=600_000)?,
+                write_timeout: env.secs("HTTP_WRITE_TIMEOUT_SECS", 30, 1..=3600)?,
             },
             auth: AuthSettings {
-                jwt_secret: env.get("AUTH_JWT_SECRET").map(str::to_owned),
-                jwt_public_key: env.get("AUTH_JWT_PUBLIC_KEY").map(str::to_owned),
+                jwt_secret: env
+                    .non_empty("AUTH_JWT_SECRET", "turn tokens off")?
+                    .map(str::to_owned),
+                jwt_public_key: env
+                    .non_empty("AUTH_JWT_PUBLIC_KEY", "turn tokens off")?
+                    .map(str::to_owned),
                 audience: env.get("AUTH_JWT_AUDIENCE").map(str::to_owned),
                 issuer: env.get("AUTH_JWT_ISSUER").map(str::to_owned),
                 leeway: env.secs("AUTH_LEEWAY_SECS", 30, 0..=3600)?,
@@ -381,6 +409,25 @@ impl Settings {
             return Err(env.invalid(
                 "STATUS_ON_METRICS_ADDR",
                 "needs METRICS_ADDR: the status page moves to the metrics listener",
+            ));
+        }
+        if let Some(secret) = &settings.auth.jwt_secret {
+            if secret.len() < JWT_SECRET_MIN_BYTES {
+                return Err(env.invalid(
+                    "AUTH_JWT_SECRET",
+                    &format!(
+                        "an HS256 secret must be at least {JWT_SECRET_MIN_BYTES} bytes (it is {}); \
+                         generate one with: openssl rand -base64 48",
+                        secret.len()
+                    ),
+                ));
+            }
+        }
+        let no_key = settings.auth.jwt_secret.is_none() && settings.auth.jwt_public_key.is_none();
+        if settings.auth.feed_required && no_key {
+            return Err(env.invalid(
+                "AUTH_FEED",
+                "required needs a key to check tokens with: set AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY",
             ));
         }
         // The key must parse: a deployment that meant to require tokens must
@@ -424,10 +471,23 @@ impl Env<'_> {
     }
 
     fn invalid(&self, var: &str, reason: &str) -> ConfigError {
+        let value = self.0.get(var).map(String::as_str).unwrap_or_default();
         ConfigError {
             var: var.to_owned(),
-            value: self.get(var).unwrap_or_default().to_owned(),
+            value: (!SECRET_VARS.contains(&var)).then(|| crate::redact::url(value)),
             reason: reason.to_owned(),
+        }
+    }
+
+    /// A variable that must not be empty when it is set at all: an empty
+    /// secret would otherwise count as unset and turn a protection off.
+    fn non_empty(&self, var: &str, unset: &str) -> Result<Option<&str>, ConfigError> {
+        match self.0.get(var).map(String::as_str) {
+            None => Ok(None),
+            Some(v) if v.trim().is_empty() => {
+                Err(self.invalid(var, &format!("is set but empty; unset it to {unset}")))
+            }
+            Some(v) => Ok(Some(v)),
         }
     }
 
@@ -597,6 +657,54 @@ mod tests {
         let err = Settings::from_vars(&vars(&[("DATABASE_URL", "postgresql://a:b:c:d")]))
             .expect_err("bad url");
         assert_eq!(err.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn settings_that_would_turn_a_protection_off_are_refused() {
+        for var in ["AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY"] {
+            let err = Settings::from_vars(&vars(&[(var, "")])).expect_err("empty key");
+            assert_eq!(err.var, var);
+        }
+        let short = "only-31-bytes-of-secret-0123456";
+        assert_eq!(short.len(), 31);
+        let err = Settings::from_vars(&vars(&[("AUTH_JWT_SECRET", short)])).expect_err("short");
+        assert_eq!(err.var, "AUTH_JWT_SECRET");
+        assert!(!err.to_string().contains(short), "{err}");
+        assert!(err.value.is_none(), "a secret is never kept for printing");
+        let long = "exactly-32-bytes-of-secret-01234";
+        assert_eq!(long.len(), 32);
+        Settings::from_vars(&vars(&[("AUTH_JWT_SECRET", long)])).expect("32 bytes will do");
+
+        let err = Settings::from_vars(&vars(&[("AUTH_FEED", "required")])).expect_err("no key");
+        assert_eq!(err.var, "AUTH_FEED");
+        Settings::from_vars(&vars(&[
+            ("AUTH_FEED", "required"),
+            ("AUTH_JWT_SECRET", long),
+        ]))
+        .expect("required with a key");
+    }
+
+    #[test]
+    fn a_refused_database_url_is_printed_without_its_password() {
+        let err = Settings::from_vars(&vars(&[(
+            "DATABASE_URL",
+            "postgresql://feed:hunter2@db:5432/feed?sslmode=sometimes",
+        )]))
+        .expect_err("invalid sslmode");
+        assert_eq!(err.var, "DATABASE_URL");
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("feed:***@db:5432"), "{text}");
+    }
+
+    #[test]
+    fn the_ipv6_client_prefix_is_bounded() {
+        let s = Settings::from_vars(&vars(&[])).expect("defaults");
+        assert_eq!(s.limits.ipv6_prefix, 56);
+        for bad in ["31", "129", "x"] {
+            let err = Settings::from_vars(&vars(&[("CLIENT_IPV6_PREFIX", bad)])).expect_err(bad);
+            assert_eq!(err.var, "CLIENT_IPV6_PREFIX");
+        }
     }
 
     #[test]

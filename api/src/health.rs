@@ -126,12 +126,17 @@ pub fn worker_report(state: &AppState) -> serde_json::Value {
         None => json!({ "status": "disabled" }),
         Some(monitor) => {
             let partitions = monitor.partitions();
-            let stalled = partitions.iter().any(|p| p.stalled);
-            json!({
+            let counter_behind = monitor.counter_behind();
+            let stalled = partitions.iter().any(|p| p.stalled) || counter_behind.is_some();
+            let mut report = json!({
                 "status": if stalled { "stalled" } else { "ok" },
                 "stall_after_s": monitor.stall_after().as_secs(),
                 "partitions": partitions,
-            })
+            });
+            if let Some(found) = counter_behind {
+                report["sequence_counter_behind"] = json!(found);
+            }
+            report
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod broadcast;
 pub mod config;
+pub mod connection;
 pub mod cursor;
 pub mod dead_letter;
 pub mod error;
@@ -25,7 +26,9 @@ pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod observe;
+pub mod redact;
 pub mod retry;
+pub mod server;
 pub mod site;
 pub mod startup;
 pub mod state;

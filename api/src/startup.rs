@@ -17,7 +17,7 @@ use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
 use actix_web::middleware::{from_fn, Condition};
-use actix_web::{guard, web, App, HttpResponse, HttpServer, Route};
+use actix_web::{guard, web, App, HttpResponse, Route};
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,10 +31,11 @@ use crate::limits::Limits;
 use crate::metrics::{self, Metrics};
 use crate::observe;
 use crate::retry::{self, GaveUp};
+use crate::server::{self, ServeSettings};
 use crate::state::AppState;
 use crate::store::Store;
 use crate::worker;
-use crate::{feed, health, ingest, site, status};
+use crate::{connection, feed, health, ingest, site, status};
 
 /// Total time a graceful shutdown may take: the process is out within 10 s.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
@@ -67,14 +68,15 @@ impl Application {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
-        if settings.send_buffer_bytes > 0 {
-            // Accepted connections inherit it: a stalled client then holds at
-            // most this much kernel memory, and falls behind (and is cut off
-            // with `event: lagged`) after about that much data.
-            socket2::SockRef::from(&listener)
-                .set_send_buffer_size(settings.send_buffer_bytes)
-                .context("could not set HTTP_SEND_BUFFER_BYTES")?;
-        }
+        // Accepted connections inherit these: a stalled client holds at most
+        // the send buffer of kernel memory, and a client that vanished or
+        // stopped reading is cut off after the write timeout.
+        connection::configure_listener(
+            &listener,
+            settings.send_buffer_bytes,
+            settings.limits.write_timeout,
+        )
+        .context("could not set the listener's socket options")?;
 
         let metrics = Arc::new(Metrics::new());
         let position = wait_for("broadcaster position", &shutdown, || {
@@ -83,6 +85,7 @@ impl Application {
         .await?;
         let (broadcaster, broadcasting) = broadcast::spawn(
             position,
+            &settings.kafka.topic_processed,
             &settings.feed,
             store.clone(),
             metrics.clone(),
@@ -106,7 +109,7 @@ impl Application {
             None
         };
 
-        let shutdown_timeout = settings.shutdown_timeout.as_secs();
+        let shutdown_timeout = settings.shutdown_timeout;
         let metrics_listener = match &settings.metrics_addr {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -135,9 +138,17 @@ impl Application {
         let app_state = state.clone();
         let metrics_here = metrics_listener.is_none();
         let status_elsewhere = state.settings.status_on_metrics_addr;
-        let server = HttpServer::new(move || {
+        let serve_settings = ServeSettings {
+            workers: http_workers(),
+            max_connections: http_limits.max_connections,
+            head_timeout: http_limits.request_timeout,
+            keep_alive: http_limits.keep_alive,
+            shutdown_timeout,
+        };
+        let server = server::serve(listener, &serve_settings, move || {
             App::new()
                 .app_data(app_state.clone())
+                .wrap(from_fn(server::head_without_body))
                 .wrap(Condition::new(
                     !cors_origins.is_empty(),
                     cors(&cors_origins),
@@ -145,19 +156,7 @@ impl Application {
                 .wrap(from_fn(observe::observe))
                 .configure(|cfg| routes(cfg, metrics_here, !status_elsewhere))
                 .default_service(web::to(not_found))
-        })
-        .workers(http_workers())
-        // Per worker: together they hold at most HTTP_MAX_CONNECTIONS, which is
-        // below the descriptor limit, so clients cannot exhaust descriptors;
-        // past it the listener stops accepting until a connection closes.
-        .max_connections(http_limits.max_connections.div_ceil(http_workers()))
-        .keep_alive(http_limits.keep_alive)
-        .client_request_timeout(http_limits.request_timeout)
-        .client_disconnect_timeout(Duration::from_secs(1))
-        .listen(listener)?
-        .disable_signals()
-        .shutdown_timeout(shutdown_timeout)
-        .run();
+        })?;
         tracing::info!(
             port,
             max_connections = http_limits.max_connections,
@@ -169,17 +168,18 @@ impl Application {
             Some(listener) => {
                 let port = listener.local_addr()?.port();
                 let app_state = state.clone();
-                let server = HttpServer::new(move || {
+                let metrics_serve = ServeSettings {
+                    workers: 1,
+                    shutdown_timeout: Duration::from_secs(1),
+                    ..serve_settings
+                };
+                let server = server::serve(listener, &metrics_serve, move || {
                     App::new()
                         .app_data(app_state.clone())
+                        .wrap(from_fn(server::head_without_body))
                         .configure(|cfg| metrics_routes(cfg, status_elsewhere))
                         .default_service(web::to(not_found))
-                })
-                .workers(1)
-                .listen(listener)?
-                .disable_signals()
-                .shutdown_timeout(1)
-                .run();
+                })?;
                 tracing::info!(port, "metrics listening");
                 Some((port, server))
             }

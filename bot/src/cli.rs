@@ -23,4 +23,7 @@ pub enum Command {
     /// One load run: posts at a fixed rate or as fast as possible, SSE
     /// clients counting every delivery, then a report (table and JSON).
     Load(LoadArgs),
+    /// Feed clients that reconnect as a browser's EventSource does, until
+    /// SIGINT or SIGTERM; then a JSON report of the statuses they met.
+    Readers(crate::readers::ReadersArgs),
 }

@@ -76,10 +76,17 @@ impl ApiClient {
         if let Some(signer) = &self.signer {
             req = req.bearer_auth(signer.token(user_id).map_err(PostError::Token)?);
         }
-        let res = req.send().await.map_err(PostError::Unavailable)?;
+        // Without the URL: it may hold credentials, and it is the same every time.
+        let res = req
+            .send()
+            .await
+            .map_err(|e| PostError::Unavailable(e.without_url()))?;
         let status = res.status();
         if status.as_u16() == 202 {
-            return res.json().await.map_err(PostError::Unavailable);
+            return res
+                .json()
+                .await
+                .map_err(|e| PostError::Unavailable(e.without_url()));
         }
         if status.is_server_error() || status.as_u16() == 429 {
             let retry_after = res

@@ -84,7 +84,7 @@ impl BotArgs {
             None => format!("http://{}:{}", self.api_host, self.api_port),
         };
         if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
-            return Err(SettingsError::ApiUrl(api_url));
+            return Err(SettingsError::ApiUrl(crate::shown_url(&api_url)));
         }
         if self.jitter > self.interval {
             return Err(SettingsError::JitterAboveInterval {

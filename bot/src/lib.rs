@@ -12,6 +12,7 @@ pub mod config;
 pub mod generator;
 pub mod load;
 pub mod poster;
+pub mod readers;
 pub mod token;
 
 /// An error with its causes, for logs: `outer: inner: root`.
@@ -24,4 +25,28 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+/// A URL as it may be logged: a password in it is printed as `***`.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            super::shown_url("http://bot:s3cret@api:8090"),
+            "http://bot:***@api:8090/"
+        );
+        assert_eq!(super::shown_url("http://api:8090"), "http://api:8090");
+    }
 }

@@ -22,6 +22,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let bot = match cli.command {
         Some(Command::Load(args)) => return load_main(args).await,
+        Some(Command::Readers(args)) => return readers_main(args).await,
         None => cli.bot,
     };
     let settings = match bot.settings() {
@@ -38,7 +39,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing::info!(api = %settings.api_url, users = settings.users, interval_s = settings.interval.as_secs_f64(), jitter_s = settings.jitter.as_secs_f64(), "bot starting");
+    tracing::info!(api = %feed_bot::shown_url(&settings.api_url), users = settings.users, interval_s = settings.interval.as_secs_f64(), jitter_s = settings.jitter.as_secs_f64(), "bot starting");
 
     let shutdown = Shutdown::default();
     let counters = Arc::new(Counters::default());
@@ -97,6 +98,34 @@ async fn load_main(args: LoadArgs) -> std::process::ExitCode {
         }
         Err(e) => {
             eprintln!("feed-bot load: {}", feed_bot::chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `feed-bot readers ...`: until a signal, then the report as JSON.
+async fn readers_main(args: feed_bot::readers::ReadersArgs) -> std::process::ExitCode {
+    let readers = match args.readers().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("feed-bot readers: {}", feed_bot::chain(&e));
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stopping.cancel();
+    });
+    let report = readers.run(stop).await;
+    match serde_json::to_string(&report) {
+        Ok(json) => {
+            println!("{json}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("feed-bot readers: could not encode the report: {e}");
             std::process::ExitCode::FAILURE
         }
     }

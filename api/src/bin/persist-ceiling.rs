@@ -9,7 +9,7 @@
 //! the end), so it never touches the feed's data.
 //!
 //! ```text
-//! DATABASE_URL=postgresql://postgres@127.0.0.1:55432/feed persist-ceiling --seconds 5
+//! DATABASE_URL=postgresql://postgres:<password>@127.0.0.1:55432/feed persist-ceiling --seconds 5
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -87,6 +87,13 @@ pub struct Broadcaster {
     metrics: Arc<Metrics>,
 }
 
+/// A feed's end of the ring: every event released after `from` arrives on `rx`.
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Arc<FeedEvent>>,
+    /// The highest sequence number released when the subscription began.
+    pub from: i64,
+}
+
 /// What the broadcaster reports (readiness, status).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BroadcastState {
@@ -136,9 +143,24 @@ impl Broadcaster {
         }
     }
 
-    /// A receiver of every event released from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
-        self.tx.subscribe()
+    /// A receiver, and the position from which it has every event.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribe_with(|| ())
+    }
+
+    /// Subscribes first, then reads the position (`between` runs between
+    /// the two steps; tests widen the window with it). In this order every
+    /// event released after `from` is in `rx`: [`Broadcaster::release`]
+    /// moves the position before it sends, so an event above `from` was sent
+    /// after the receiver existed. The other order loses an event released
+    /// between the two steps: above the position, yet never in the receiver.
+    fn subscribe_with(&self, between: impl FnOnce()) -> Subscription {
+        let rx = self.tx.subscribe();
+        between();
+        Subscription {
+            rx,
+            from: self.last_released(),
+        }
     }
 
     /// The highest sequence number released so far.
@@ -176,8 +198,63 @@ impl Broadcaster {
 /// already committed at that moment. Everything committed later is published
 /// at or after those positions, so nothing falls between the two.
 pub struct Position {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     start_after: i64,
+}
+
+/// How often the broadcaster looks for partitions added to `events-processed`
+/// (Apache Kafka's `kafka-topics --alter --partitions`; Tansu 0.6 cannot add
+/// partitions). Until it finds them, their records still reach clients
+/// through the gap fill, whenever a later number arrives on a known partition.
+const PARTITION_REFRESH: Duration = Duration::from_secs(30);
+
+/// The partitions of `in_metadata` that are not in `assigned`, in order:
+/// the ones a refresh must add.
+fn added_partitions(assigned: &[i32], in_metadata: &[i32]) -> Vec<i32> {
+    let mut added: Vec<i32> = in_metadata
+        .iter()
+        .copied()
+        .filter(|p| !assigned.contains(p))
+        .collect();
+    added.sort_unstable();
+    added.dedup();
+    added
+}
+
+/// The partition ids of `topic` in a metadata answer.
+fn partitions_of(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
+/// Adds the partitions of `topic` that appeared since the last look, read
+/// from their beginning: everything on a partition that did not exist when
+/// the broadcaster started came after its start (a record it has released
+/// already is dropped by the sequencer). Blocking: call it off the runtime.
+fn assign_added_partitions(
+    consumer: &StreamConsumer,
+    topic: &str,
+) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let assigned: Vec<i32> = consumer
+        .assignment()?
+        .elements_for_topic(topic)
+        .iter()
+        .map(|tp| tp.partition())
+        .collect();
+    let added = added_partitions(&assigned, &partitions_of(&metadata, topic));
+    if !added.is_empty() {
+        let mut more = TopicPartitionList::new();
+        for &p in &added {
+            more.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.incremental_assign(&more)?;
+    }
+    Ok(added)
 }
 
 /// Takes the [`Position`]; fails while the broker or the database is not there.
@@ -191,12 +268,7 @@ pub async fn position(settings: &KafkaSettings, store: &Store) -> Result<Positio
     let consumer = tokio::task::spawn_blocking(move || -> Result<StreamConsumer, StartError> {
         let timeout = Duration::from_secs(10);
         let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions = partitions_of(&metadata, &topic);
         if partitions.is_empty() {
             return Err(StartError::NoPartitions(topic));
         }
@@ -212,7 +284,7 @@ pub async fn position(settings: &KafkaSettings, store: &Store) -> Result<Positio
     .map_err(|_| StartError::Canceled)??;
     let last = store.max_seq().await?;
     Ok(Position {
-        consumer,
+        consumer: Arc::new(consumer),
         start_after: last,
     })
 }
@@ -235,6 +307,7 @@ pub enum StartError {
 /// await at shutdown.
 pub fn spawn(
     position: Position,
+    topic: &str,
     settings: &FeedSettings,
     store: Store,
     metrics: Arc<Metrics>,
@@ -247,6 +320,7 @@ pub fn spawn(
         position,
         store,
         gap_grace: settings.gap_grace,
+        topic: topic.to_owned(),
     };
     (broadcaster, tokio::spawn(task.run(shutdown)))
 }
@@ -258,6 +332,8 @@ struct Broadcasting {
     position: Position,
     store: Store,
     gap_grace: Duration,
+    /// `events-processed`.
+    topic: String,
 }
 
 impl Broadcasting {
@@ -273,7 +349,11 @@ impl Broadcasting {
                 },
             store,
             gap_grace,
+            topic,
         } = self;
+        let mut refresh =
+            tokio::time::interval_at(Instant::now() + PARTITION_REFRESH, PARTITION_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         broadcaster.released.store(start_after, Ordering::Release);
         let mut sequencer = Sequencer::new(start_after);
         let mut gap_deadline: Option<Instant> = None;
@@ -288,6 +368,17 @@ impl Broadcasting {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = refresh.tick() => {
+                    let (consumer, topic) = (consumer.clone(), topic.clone());
+                    match tokio::task::spawn_blocking(move || assign_added_partitions(&consumer, &topic)).await {
+                        Ok(Ok(added)) if !added.is_empty() => {
+                            tracing::info!(?added, "partitions added to the processed topic; reading them");
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "could not look for added partitions; trying again later"),
+                        Err(e) => tracing::warn!(error = %e, "the partition refresh did not finish"),
+                    }
+                }
                 _ = wait_gap => {
                     let Some((after, first_held)) = sequencer.gap() else {
                         gap_deadline = None;
@@ -377,4 +468,43 @@ fn accept(
     broadcaster
         .held_back
         .store(sequencer.pending_len(), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    fn s(seq: i64) -> Sequenced {
+        Sequenced {
+            seq,
+            message: Message::new("u", &format!("m{seq}")).expect("valid"),
+        }
+    }
+
+    #[test]
+    fn a_refresh_adds_exactly_the_new_partitions() {
+        assert_eq!(added_partitions(&[0], &[0]), Vec::<i32>::new());
+        assert_eq!(added_partitions(&[0], &[0, 1, 2]), vec![1, 2]);
+        assert_eq!(added_partitions(&[0, 2], &[2, 3, 0, 1]), vec![1, 3]);
+        // A metadata answer that lacks the topic (or a partition) removes nothing.
+        assert_eq!(added_partitions(&[0, 1], &[]), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn a_subscription_has_every_event_after_its_position() {
+        let (broadcaster, _local) = Broadcaster::new(16, Arc::new(Metrics::new()));
+        broadcaster.release(&s(1));
+        // An event released in the window between the two steps.
+        let mut sub = broadcaster.subscribe_with(|| broadcaster.release(&s(2)));
+        broadcaster.release(&s(3));
+        let mut after_from = Vec::new();
+        while let Ok(ev) = sub.rx.try_recv() {
+            if ev.seq > sub.from {
+                after_from.push(ev.seq);
+            }
+        }
+        let expected: Vec<i64> = (sub.from + 1..=3).collect();
+        assert_eq!(after_from, expected, "from = {}", sub.from);
+    }
 }

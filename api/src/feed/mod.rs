@@ -2,15 +2,20 @@
 //! live messages, resumable with `Last-Event-ID`.
 //!
 //! The seam between history and live is closed by ordering: the handler
-//! subscribes to the broadcaster *before* it reads the database, then skips
-//! live events at or below the last sequence number it sent. Everything the
-//! broadcaster releases after the subscription is committed, so it is either
-//! in the rows read or arrives live; nothing falls between, nothing repeats.
+//! subscribes to the broadcaster *before* it reads the database
+//! ([`crate::broadcast::Broadcaster::subscribe`] says why the subscription
+//! holds every event after its position), then skips live events at or
+//! below the last sequence number it sent. Everything the broadcaster
+//! releases after the subscription is committed, so it is either in the rows
+//! read or arrives live; nothing falls between, nothing repeats.
 //!
 //! Each connection is a small state machine polled by actix ([`FeedStream`]);
-//! there is no task per client. A client that falls more than the broadcast
-//! ring's capacity behind gets `event: lagged` and the stream ends; it
-//! resumes with its last cursor.
+//! there is no task per client. History and catch-up come from the database
+//! a page at a time, the next page only when the client has taken the last,
+//! so what a connection holds is bounded by the server, not by how fast the
+//! client reads. A client that falls more than the broadcast ring's capacity
+//! behind gets `event: lagged` and the stream ends; it resumes with its last
+//! cursor.
 
 pub mod pages;
 mod query;
@@ -30,7 +35,7 @@ use tokio::sync::broadcast::Receiver;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::broadcast::FeedEvent;
+use crate::broadcast::{FeedEvent, Subscription};
 use crate::cursor;
 use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
 use crate::limits::admission::{ReadQueue, Refusal, Ticket};
@@ -41,8 +46,11 @@ use crate::store::{Store, StoreError};
 
 pub use query::{FeedQuery, QueryError};
 
-/// Rows read from the database per round trip while catching up.
-const PAGE: u32 = 500;
+/// Rows read from the database per round trip: history and catch-up are
+/// read a page at a time, the next page only once the client has taken the
+/// last one, so a client that stops reading holds at most one page
+/// (docs/SECURITY.md has the arithmetic).
+const PAGE: u32 = 100;
 
 /// Why a read (a feed or a page) could not start.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +142,7 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
     if state.shutdown.is_cancelled() {
         return Err(ReadError::ShuttingDown);
     }
-    let client = crate::limits::rate::address_key(state.limits.clients.client_of(req));
+    let client = state.limits.client_key(req);
     let ticket = match state.limits.admission.admit(client) {
         Ok(ticket) => ticket,
         Err(Refusal::OverCapacity) => {
@@ -169,10 +177,12 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
     let user = q.user_id.as_ref();
 
     // Subscribe first, read the database second: see the module docs.
-    // `live_from` is read before subscribing: everything released after it
-    // is in the ring or in the rows read below.
-    let live_from = state.broadcaster.last_released();
-    let rx = state.broadcaster.subscribe();
+    // Everything released after `live_from` is in the ring, and everything
+    // released before it was committed before the rows below are read.
+    let Subscription {
+        rx,
+        from: live_from,
+    } = state.broadcaster.subscribe();
     let mut pending = Pending::default();
     // A reset goes out first, once the fresh start is known (its `id:`).
     let mut reset: Option<(&str, &str)> = None;
@@ -214,14 +224,17 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
     }
     if fresh {
         let history = q.history.unwrap_or(feed.history_default);
+        // The first page now; the rest of a longer history as the client
+        // drains it (see `Pending`).
         let rows = if history > 0 {
             store
-                .latest(history, user)
+                .history_page(history, PAGE, user)
                 .await
                 .map_err(ReadError::Unavailable)?
         } else {
             Vec::new()
         };
+        let more = history > PAGE && rows.len() >= PAGE as usize;
         if let Some((reason, message)) = reset {
             state
                 .metrics
@@ -237,6 +250,7 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
                 .push_back(reset_event(reason, message, before));
         }
         pending.push_rows(rows);
+        pending.catch_up = more.then_some(pending.last_sent);
     }
     tracing::debug!(
         user_id = ?q.user_id,

@@ -167,7 +167,7 @@ async fn accept(
     body: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, PostError> {
-    let client = crate::limits::rate::address_key(state.limits.clients.client_of(req));
+    let client = state.limits.client_key(req);
     if let Err(wait) = state.limits.posts.check(&client) {
         state.metrics.refused(Limit::PostRate);
         return Err(PostError::RateLimited(wait));

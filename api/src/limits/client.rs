@@ -31,9 +31,18 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(ip))
     }
 
+    /// Parses one `X-Forwarded-For` hop, IPv4-mapped addresses as IPv4.
+    fn hop(hop: &str) -> Option<IpAddr> {
+        hop.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    }
+
     /// The client of a request that came from `peer` with these
     /// `X-Forwarded-For` values (oldest hop first, as proxies append).
+    /// IPv4-mapped IPv6 addresses (how a dual-stack listener, `HOST=::`,
+    /// sees IPv4 peers) are treated as the IPv4 addresses they are, so
+    /// IPv4 entries of `TRUSTED_PROXIES` match them.
     pub fn client(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+        let peer = peer.to_canonical();
         if !self.contains(&peer) {
             return peer;
         }
@@ -47,7 +56,7 @@ impl TrustedProxies {
         // proxy we trust: anything left of it may be the client's own writing.
         let mut nearest_trusted = peer;
         for hop in hops.iter().rev() {
-            let Ok(ip) = hop.parse::<IpAddr>() else {
+            let Some(ip) = Self::hop(hop) else {
                 return nearest_trusted;
             };
             if !self.contains(&ip) {
@@ -103,6 +112,15 @@ mod tests {
         assert_eq!(
             trusted.client(ip("127.0.0.1"), &["garbage"]),
             ip("127.0.0.1")
+        );
+        // A dual-stack listener sees IPv4 peers as IPv4-mapped addresses.
+        assert_eq!(
+            trusted.client(ip("::ffff:127.0.0.1"), &["::ffff:198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            trusted.client(ip("::ffff:203.0.113.9"), &["1.2.3.4"]),
+            ip("203.0.113.9")
         );
         assert!(TrustedProxies::parse("not-an-ip").is_err());
         assert_eq!(

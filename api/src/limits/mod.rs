@@ -33,6 +33,7 @@ pub struct Limits {
     pub admission: Arc<admission::Admission>,
     pub reads: admission::ReadQueue,
     unavailable_retry: Duration,
+    ipv6_prefix: u8,
 }
 
 impl Limits {
@@ -47,7 +48,14 @@ impl Limits {
             ),
             reads: admission::ReadQueue::new(settings.feed_db_concurrency, settings.feed_db_wait),
             unavailable_retry: settings.feed_unavailable_retry,
+            ipv6_prefix: settings.ipv6_prefix,
         }
+    }
+
+    /// The key a request's client is limited under: its address, an IPv6
+    /// one cut to `CLIENT_IPV6_PREFIX` bits ([`rate::address_key`]).
+    pub fn client_key(&self, req: &actix_web::HttpRequest) -> std::net::IpAddr {
+        rate::address_key(self.clients.client_of(req), self.ipv6_prefix)
     }
 
     /// The `retry:` for a refused stream: between half and one and a half

@@ -21,14 +21,19 @@ pub struct PostRate<K: Hash + Eq + Clone = IpAddr> {
     checks: std::sync::atomic::AtomicU64,
 }
 
-/// The key of a client address: an IPv6 client gets a /64 (one subscriber's
-/// network), so it cannot mint a fresh bucket per address.
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6) & !((1u128 << 64) - 1),
-        )),
+/// The key of a client address: an IPv4 address as it is (an IPv4-mapped
+/// IPv6 address, as a dual-stack listener sees IPv4 clients, is turned back
+/// into IPv4 first), an IPv6 address cut to its first `ipv6_prefix` bits
+/// (`CLIENT_IPV6_PREFIX`, docs/SECURITY.md), so that one subscriber, who is
+/// given a whole network, cannot mint a fresh bucket per address.
+pub fn address_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        v4 @ IpAddr::V4(_) => v4,
+        IpAddr::V6(v6) => {
+            let keep = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
     }
 }
 
@@ -80,8 +85,30 @@ mod tests {
             "one token a second: {wait:?}"
         );
         assert!(rate.check(&b).is_ok(), "another address has its own bucket");
-        let one: IpAddr = "2001:db8::1".parse().expect("ip");
-        let two: IpAddr = "2001:db8::2:3".parse().expect("ip");
-        assert_eq!(address_key(one), address_key(two), "one /64, one bucket");
+    }
+
+    #[test]
+    fn address_keys_group_a_subscribers_network_and_unmap_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        // One /56: a subscriber's whole network is one key.
+        assert_eq!(
+            address_key(ip("2001:db8:0:1::1"), 56),
+            address_key(ip("2001:db8:0:ff:1:2:3:4"), 56)
+        );
+        assert_eq!(address_key(ip("2001:db8:0:ff::1"), 56), ip("2001:db8::"));
+        // The next /56 is another subscriber.
+        assert_ne!(
+            address_key(ip("2001:db8:0:100::1"), 56),
+            address_key(ip("2001:db8::1"), 56)
+        );
+        assert_eq!(address_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(address_key(ip("2001:db8::1"), 0), ip("::"));
+        // IPv4 through a dual-stack socket: each address its own key, as IPv4.
+        assert_eq!(address_key(ip("::ffff:192.0.2.1"), 56), ip("192.0.2.1"));
+        assert_ne!(
+            address_key(ip("::ffff:192.0.2.1"), 56),
+            address_key(ip("::ffff:192.0.2.2"), 56)
+        );
+        assert_eq!(address_key(ip("192.0.2.1"), 56), ip("192.0.2.1"));
     }
 }

@@ -56,7 +56,10 @@ pub enum Failure {
 
 /// The unique constraints of `messages` (PostgreSQL names the primary key
 /// `messages_pkey`; older CockroachDB releases call it `primary`).
-const OUR_UNIQUE_CONSTRAINTS: [&str; 3] = ["messages_pkey", "primary", "messages_seq_key"];
+const OUR_UNIQUE_CONSTRAINTS: [&str; 3] = ["messages_pkey", "primary", SEQ_KEY];
+
+/// The unique index on `seq`.
+const SEQ_KEY: &str = "messages_seq_key";
 
 impl StoreError {
     /// The error for logs and dead-letter reasons: the SQLSTATE and the
@@ -74,6 +77,16 @@ impl StoreError {
             },
             _ => crate::error::Chain(self).to_string(),
         }
+    }
+
+    /// A uniqueness conflict on `seq`: a racing writer took the number, or
+    /// the counter went backwards ([`Store::counter_behind`] tells which).
+    pub fn is_sequence_conflict(&self) -> bool {
+        let StoreError::Query(e) = self else {
+            return false;
+        };
+        e.as_db_error()
+            .is_some_and(|db| db.code().code() == "23505" && db.constraint() == Some(SEQ_KEY))
     }
 
     /// Classifies the failure (see [`Failure`]).
@@ -293,6 +306,31 @@ impl Store {
         .await
     }
 
+    /// The counter row and the highest stored number, when the counter is
+    /// behind it (which the transaction in [`Store::persist`] never leaves:
+    /// both move together).
+    pub async fn counter_behind(&self) -> Result<Option<crate::worker::CounterBehind>, StoreError> {
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one(
+                    "SELECT (SELECT last_seq FROM feed_sequence WHERE id = 1), \
+                            (SELECT COALESCE(max(seq), 0) FROM messages)",
+                    &[],
+                )
+                .await?;
+            let last_seq: i64 = row.try_get(0)?;
+            let max_stored_seq: i64 = row.try_get(1)?;
+            Ok(
+                (max_stored_seq > last_seq).then_some(crate::worker::CounterBehind {
+                    last_seq,
+                    max_stored_seq,
+                }),
+            )
+        })
+        .await
+    }
+
     /// The last `limit` messages (of one user, if given), oldest first.
     pub async fn latest(
         &self,
@@ -302,6 +340,48 @@ impl Store {
         let mut rows = self.page_before(None, limit, user_id).await?;
         rows.reverse();
         Ok(rows)
+    }
+
+    /// The first `page` of the last `n` messages (of one user, if given),
+    /// oldest first: all of them when `n <= page`, else the oldest `page`
+    /// of them, the rest to be read with [`Store::after`].
+    pub async fn history_page(
+        &self,
+        n: u32,
+        page: u32,
+        user_id: Option<&UserId>,
+    ) -> Result<Vec<Sequenced>, StoreError> {
+        if n <= page {
+            return self.latest(n, user_id).await;
+        }
+        // From the n-th newest on (all, when there are fewer than n).
+        let user_filter = if user_id.is_some() {
+            " AND user_id = $3"
+        } else {
+            ""
+        };
+        let user_only = if user_id.is_some() {
+            " WHERE user_id = $3"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM messages WHERE seq >= COALESCE(\
+               (SELECT seq FROM messages{user_only} ORDER BY seq DESC LIMIT 1 OFFSET $1), 0)\
+             {user_filter} ORDER BY seq LIMIT $2"
+        );
+        let skip = i64::from(n) - 1;
+        let page = i64::from(page);
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            let rows = match &user_id {
+                None => client.query(&stmt, &[&skip, &page]).await?,
+                Some(user) => client.query(&stmt, &[&skip, &page, &user.as_str()]).await?,
+            };
+            all_sequenced(&rows)
+        })
+        .await
     }
 
     /// Up to `limit` messages with `seq > after` (of one user, if given), oldest first.

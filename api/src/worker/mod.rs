@@ -45,7 +45,7 @@ use crate::retry::{self, Backoff};
 use crate::store::{Failure, Store, StoreError};
 
 pub use dead_letter::TRUNCATED_PAYLOAD_BYTES;
-pub use progress::{Monitor, PartitionState};
+pub use progress::{CounterBehind, Monitor, PartitionState};
 
 /// How often the worker checks that it owns partitions.
 const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -373,6 +373,9 @@ impl Worker {
                 .observe(started.elapsed().as_secs_f64());
             let e = match result {
                 Ok(stored) => {
+                    if self.marks.counter(None).is_some() {
+                        tracing::info!("the sequence counter was repaired; storing again");
+                    }
                     let fresh = stored.messages.len() - stored.redelivered;
                     self.metrics.worker_persisted.inc_by(fresh as u64);
                     self.metrics
@@ -382,6 +385,9 @@ impl Worker {
                 }
                 Err(e) => e,
             };
+            if e.is_sequence_conflict() {
+                self.check_counter().await;
+            }
             match e.failure() {
                 Failure::Permanent => return Some(Err(e)),
                 Failure::Conflict if conflicts < QUICK_CONFLICT_RETRIES => {
@@ -406,6 +412,28 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// After a conflict on `seq`: a racing writer, or a counter that went
+    /// backwards? The second repeats for ever (each number handed out is
+    /// taken), so it is reported: a log line and readiness's worker section.
+    async fn check_counter(&self) {
+        match self.store.counter_behind().await {
+            Ok(Some(found)) if self.marks.counter(Some(found)) != Some(found) => {
+                tracing::error!(
+                    last_seq = found.last_seq,
+                    max_stored_seq = found.max_stored_seq,
+                    "the sequence counter (feed_sequence.last_seq) is behind the highest stored \
+                     sequence number: no message can be stored until it is repaired \
+                     (docs/OPERATIONS.md, \"Sequence counter behind\"); retrying"
+                );
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.marks.counter(None);
+            }
+            Err(e) => tracing::debug!(error = %e.brief(), "could not check the sequence counter"),
         }
     }
 

@@ -20,6 +20,20 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct Marks {
     partitions: Mutex<HashMap<i32, Mark>>,
+    /// Set while the sequence counter is found behind the stored messages.
+    counter_behind: Mutex<Option<CounterBehind>>,
+}
+
+/// The sequence counter row holds a number below the highest one already
+/// stored: every new number it hands out collides with a stored message, so
+/// nothing can be stored until an operator repairs it (docs/OPERATIONS.md).
+/// Only a hand edit (or a restore of an old counter row) can cause it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CounterBehind {
+    /// `feed_sequence.last_seq`.
+    pub last_seq: i64,
+    /// `max(seq)` of the stored messages.
+    pub max_stored_seq: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +93,25 @@ impl Marks {
     fn get(&self, partition: i32) -> Option<Mark> {
         self.with(|marks| marks.get(&partition).copied())
     }
+
+    /// Records what the last check of the sequence counter found; returns
+    /// what the check before it found.
+    pub fn counter(&self, found: Option<CounterBehind>) -> Option<CounterBehind> {
+        std::mem::replace(
+            &mut *self
+                .counter_behind
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            found,
+        )
+    }
+
+    fn counter_behind(&self) -> Option<CounterBehind> {
+        *self
+            .counter_behind
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// One owned partition, as reported.
@@ -108,6 +141,11 @@ impl Monitor {
     /// How long a partition may have lag without progress before it counts as stalled.
     pub fn stall_after(&self) -> Duration {
         self.stall_after
+    }
+
+    /// The sequence counter, when the worker found it behind the stored messages.
+    pub fn counter_behind(&self) -> Option<CounterBehind> {
+        self.marks.counter_behind()
     }
 
     /// The state of every partition this worker owns and has received from.

@@ -349,3 +349,61 @@ async fn cors_answers_allowed_origins_only() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_refused_for_what_is_wrong_with_it() {
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("AUTH_JWT_SECRET", SECRET.into()),
+            ("AUTH_LEEWAY_SECS", "0".into()),
+            ("AUTH_JWT_AUDIENCE", "feed-api".into()),
+            ("AUTH_JWT_ISSUER", "https://id.example".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let claims = |extra: Value| {
+        let mut c = json!({"sub": "yuri", "exp": now() + 600, "aud": "feed-api", "iss": "https://id.example"});
+        for (k, v) in extra.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let cases = [
+        (
+            "right audience and issuer",
+            hs256(&claims(json!({})), SECRET),
+            202,
+            "",
+        ),
+        (
+            "another audience",
+            hs256(&claims(json!({"aud": "billing"})), SECRET),
+            401,
+            "audience",
+        ),
+        (
+            "another issuer",
+            hs256(&claims(json!({"iss": "https://evil.example"})), SECRET),
+            401,
+            "issuer",
+        ),
+        (
+            "not valid yet",
+            hs256(&claims(json!({"nbf": now() + 600})), SECRET),
+            401,
+            "not valid yet",
+        ),
+        ("alg none", unsigned(&claims(json!({}))), 401, "algorithm"),
+    ];
+    for (what, token, status, says) in cases {
+        let (got, body, _) = post(&app, Some(&token), json!({"content": "x"})).await;
+        println!("{what}: {got} {body}");
+        assert_eq!(got, status, "{what}: {body}");
+        if status == 401 {
+            assert_eq!(body["error"], "invalid_token", "{what}");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(message.contains(says), "{what}: {message:?} says {says:?}");
+        }
+    }
+}

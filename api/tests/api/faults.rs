@@ -315,7 +315,8 @@ async fn a_multi_host_database_url_fails_over_to_the_next_host() {
     let cfg: tokio_postgres::Config = env.db_url.parse().expect("url");
     let live_port = cfg.get_ports().first().copied().unwrap_or(5432);
     let url = format!(
-        "postgresql://postgres@127.0.0.1:{dead_port},127.0.0.1:{live_port}/{}",
+        "postgresql://{}@127.0.0.1:{dead_port},127.0.0.1:{live_port}/{}",
+        crate::helpers::credentials(),
         env.db_name
     );
     let a = env.spawn(&[("DATABASE_URL", url)]).await;
@@ -353,8 +354,13 @@ async fn read_all_events(
 async fn a_client_that_never_reads_is_cut_off_and_resumes_without_loss() {
     use tokio::io::AsyncReadExt as _;
     let env = TestEnv::new(false).await;
+    // Long enough a write timeout that the stalled client is still there
+    // when it reads again: this test is about `lagged`, not the cut-off.
     let a = env
-        .spawn(&[("HTTP_SEND_BUFFER_BYTES", "16384".into())])
+        .spawn(&[
+            ("HTTP_SEND_BUFFER_BYTES", "16384".into()),
+            ("HTTP_WRITE_TIMEOUT_SECS", "600".into()),
+        ])
         .await;
     let reader = ResumingClient::start("reader", a.api.clone(), "?history=0").await;
 

@@ -316,3 +316,47 @@ async fn a_message_in_both_history_and_live_is_sent_once() {
     assert_eq!(live.id.as_deref(), Some("3"));
     feed.assert_no_message(Duration::from_millis(500)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_history_arrives_whole_and_in_order_a_page_at_a_time() {
+    let app = spawn_app().await;
+    // Stored the way the worker stores them: 300 of ana's, 150 of bo's, interleaved.
+    app.env
+        .db
+        .batch_execute(
+            "INSERT INTO messages (id, seq, user_id, content, created_at)
+               SELECT gen_random_uuid(), g, CASE WHEN g % 3 = 0 THEN 'bo' ELSE 'ana' END,
+                      'message ' || g, now()
+               FROM generate_series(1, 450) AS g;
+             UPDATE feed_sequence SET last_seq = 450 WHERE id = 1;",
+        )
+        .await
+        .expect("rows");
+    let cursors = |events: &[crate::helpers::SseEvent]| -> Vec<i64> {
+        events
+            .iter()
+            .map(|e| e.id.as_deref().expect("id").parse().expect("numeric"))
+            .collect()
+    };
+    // More than a page (100): the last 250, oldest first.
+    let mut all = app.feed("?history=250", None).await;
+    let got = all.messages(250).await;
+    assert_eq!(cursors(&got), (201..=450).collect::<Vec<_>>());
+    all.assert_no_message(Duration::from_millis(300)).await;
+    // Filtered: bo has 150, every third; the last 120 of them.
+    let mut bo = app.feed("?history=120&user_id=bo", None).await;
+    let got = bo.messages(120).await;
+    assert_eq!(cursors(&got), (31..=150).map(|k| k * 3).collect::<Vec<_>>());
+    // Fewer than asked for: all of them.
+    let mut few = app.feed("?history=1000&user_id=bo", None).await;
+    assert_eq!(
+        cursors(&few.messages(150).await),
+        (1..=150).map(|k| k * 3).collect::<Vec<_>>()
+    );
+    few.assert_no_message(Duration::from_millis(300)).await;
+    // And live after the long history, nothing repeated.
+    let id = app.post_message("ana", "live after history").await;
+    let live = all.next_message().await.expect("live");
+    assert_eq!(live.json()["id"], id.as_str());
+    assert_eq!(live.id.as_deref(), Some("451"));
+}

@@ -21,9 +21,19 @@ use feed_api::startup::Application;
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Admin URL of the test PostgreSQL (`TEST_DATABASE_URL`, set by scripts/test.sh).
+/// Without it, the one scripts/test.sh would set, from its password file.
 fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55433/postgres".into())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../.test-data/pg-superuser-password"
+        );
+        let password = std::fs::read_to_string(file).unwrap_or_default();
+        format!(
+            "postgresql://postgres:{}@127.0.0.1:55433/postgres",
+            password.trim()
+        )
+    })
 }
 
 /// The test broker (`TEST_KAFKA_BROKERS`, set by scripts/test.sh).
@@ -34,6 +44,17 @@ pub fn brokers() -> String {
 /// A connection to the test server's admin database.
 pub async fn admin_client() -> tokio_postgres::Client {
     connect(&admin_url()).await
+}
+
+/// `user[:password]` of the test database's URL, for URLs built to other
+/// addresses (a proxy, a list of hosts).
+pub fn credentials() -> String {
+    let cfg: tokio_postgres::Config = admin_url().parse().expect("valid TEST_DATABASE_URL");
+    let user = cfg.get_user().unwrap_or("postgres");
+    match cfg.get_password() {
+        Some(pw) => format!("{user}:{}", String::from_utf8_lossy(pw)),
+        None => user.to_owned(),
+    }
 }
 
 fn with_db(url: &str, db: &str) -> String {
@@ -107,8 +128,10 @@ impl TestEnv {
     pub fn app_db_url(&self) -> String {
         match &self.proxy {
             Some(p) => format!(
-                "postgresql://postgres@127.0.0.1:{}/{}",
-                p.port, self.db_name
+                "postgresql://{}@127.0.0.1:{}/{}",
+                credentials(),
+                p.port,
+                self.db_name
             ),
             None => self.db_url.clone(),
         }

@@ -375,3 +375,339 @@ async fn connections_that_never_finish_their_request_are_closed() {
     );
     assert_eq!(closed, 500, "every slow connection closed by the timeouts");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_on_the_feed_answers_its_head_and_holds_no_place() {
+    let app = spawn_app_with(Options {
+        env: vec![("FEED_MAX_CLIENTS_PER_IP", "3".into())],
+        ..Default::default()
+    })
+    .await;
+    // A client of its own per request, closed right after: nothing is reused.
+    let once = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client")
+    };
+    let mut heads = Vec::new();
+    for _ in 0..10 {
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            once().head(app.url("/api/feed?history=0")).send(),
+        )
+        .await
+        .expect("a HEAD is answered at once")
+        .expect("HEAD reaches the app");
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        let body = tokio::time::timeout(Duration::from_secs(10), res.bytes())
+            .await
+            .expect("the HEAD answer ends at once")
+            .expect("body");
+        assert!(body.is_empty(), "a HEAD answer has no body");
+        heads.push(200);
+    }
+    // Every place is still free: three streams (the cap) are admitted and live.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(app.feed("?history=0", None).await);
+    }
+    let id = app.post_message("hedda", "after ten HEADs").await;
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let event = stream.next_named().await.expect("an event");
+        assert_eq!(
+            event.event.as_deref(),
+            Some("message"),
+            "stream {i} was admitted: {}",
+            event.data
+        );
+        assert_eq!(event.json()["id"], id.as_str());
+    }
+    println!(
+        "{} HEADs on the feed answered 200 without a body; then 3 streams (the per-address cap) admitted and got the post",
+        heads.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_its_place_given_back() {
+    use tokio::io::AsyncReadExt as _;
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("HTTP_WRITE_TIMEOUT_SECS", "2".into()),
+            ("HTTP_SEND_BUFFER_BYTES", "16384".into()),
+            ("FEED_MAX_CLIENTS_PER_IP", "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut stalled = app.stalling_feed_client().await;
+    // More than its receive window, the kernel's send buffer and actix's
+    // write buffer hold: the server can no longer write to it.
+    let content = "x".repeat(280);
+    let mut ids = Vec::new();
+    for _ in 0..400 {
+        ids.push(app.post_message("stella", &content).await);
+    }
+    app.env.wait_rows(ids.len() as i64).await;
+    // The one place of this address is given back once the connection is
+    // cut: a new stream is admitted (refused with too_many_connections until then).
+    let started = Instant::now();
+    let refused = std::cell::Cell::new(0);
+    let admitted = eventually(|| {
+        let api = app.app.api.clone();
+        let refused = &refused;
+        async move {
+            let mut feed = api.feed("?history=0", None).await;
+            let first = feed.next_within(Duration::from_secs(5)).await?;
+            if first.retry.as_deref() == Some("3000") {
+                return Some(feed);
+            }
+            refused.set(refused.get() + 1);
+            None
+        }
+    })
+    .await;
+    let refused = refused.get();
+    assert!(
+        admitted.is_some(),
+        "the stalled client still holds the address's only place after {:?}",
+        started.elapsed()
+    );
+    // And the stalled client's connection has ended.
+    let mut sink = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut sink)).await;
+    println!(
+        "stalled client: {} posts of 280 characters; its place was given back after {:?} ({refused} refusals meanwhile); its connection ended with {:?} after {} bytes",
+        ids.len(),
+        started.elapsed(),
+        ended.as_ref().map(|r| r.as_ref().map_err(|e| e.kind())),
+        sink.len()
+    );
+    assert!(ended.is_ok(), "the stalled client's connection was cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_clients_of_a_dual_stack_listener_are_keyed_as_ipv4() {
+    let env = TestEnv::new(false).await;
+    let app = env
+        .spawn(&[
+            ("HOST", "::".into()),
+            ("TRUSTED_PROXIES", "127.0.0.1".into()),
+            ("POST_RATE_PER_MINUTE", "1".into()),
+            ("POST_RATE_BURST", "2".into()),
+        ])
+        .await;
+    // The api listens on `::`; this client comes over IPv4, so the api sees
+    // it as ::ffff:127.0.0.1, which must match the trusted 127.0.0.1.
+    let mut statuses = Vec::new();
+    for (address, content) in [
+        ("198.51.100.1", "a"),
+        ("198.51.100.1", "b"),
+        ("198.51.100.1", "c"),
+        ("198.51.100.2", "d"),
+    ] {
+        statuses.push(
+            post_as(&app, Some(address), content)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    println!(
+        "HOST=:: with an IPv4 proxy trusted, posts from two forwarded addresses: {statuses:?}"
+    );
+    assert_eq!(
+        statuses,
+        vec![202, 202, 429, 202],
+        "each forwarded IPv4 client has its own bucket"
+    );
+}
+
+/// Opens a feed connection with a 1 KiB receive window that sends `path`
+/// and never reads.
+async fn never_reading(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(1024).expect("SO_RCVBUF");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: feed\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_read_a_long_history_hold_little_memory() {
+    use tokio::io::AsyncReadExt as _;
+    let env = TestEnv::new(false).await;
+    let process = ApiProcess::start(&env, "never-reading", &[]).await;
+    // 1,000 messages of the largest size: 280 four-byte characters each.
+    env.db
+        .batch_execute(
+            "INSERT INTO messages (id, seq, user_id, content, created_at)
+               SELECT gen_random_uuid(), g, 'mia', repeat(U&'\\+01D11E', 280), now()
+               FROM generate_series(1, 1000) AS g;
+             UPDATE feed_sequence SET last_seq = 1000 WHERE id = 1;",
+        )
+        .await
+        .expect("rows");
+    let addr: std::net::SocketAddr = process
+        .api
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    let connections = 60;
+    let before = process.rss_kib();
+    let mut streams = Vec::new();
+    for _ in 0..connections {
+        streams.push(never_reading(addr, "/api/feed?history=1000").await);
+    }
+    let admitted = eventually(|| async {
+        let (_, status) = process.api.get_json("/api/status").await;
+        (status["feed"]["clients"] == connections).then_some(())
+    })
+    .await;
+    assert!(admitted.is_some(), "all {connections} streams admitted");
+    // Until the server has written all it can: the events sent stop moving.
+    let sent = || async {
+        crate::helpers::metric(
+            &process.api.metrics_text().await,
+            "feed_sse_events_sent_total",
+            &[],
+        )
+    };
+    let last = std::cell::Cell::new(sent().await);
+    let settled = eventually(|| {
+        let last = &last;
+        let sent = &sent;
+        async move {
+            let previous = last.get();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            last.set(sent().await);
+            (last.get() == previous).then_some(())
+        }
+    })
+    .await;
+    let last = last.get();
+    assert!(
+        settled.is_some(),
+        "the server stopped writing to clients that do not read"
+    );
+    let after = process.rss_kib();
+    println!(
+        "{connections} connections asking for 1,000 messages of 280 four-byte characters, never reading: resident memory {before} -> {after} KiB, {:.1} KiB per connection; {} events written to them",
+        (after.saturating_sub(before)) as f64 / f64::from(connections),
+        last.unwrap_or_default()
+    );
+    // One of them reads after all: the whole history, in order, once.
+    let mut raw = Vec::new();
+    let mut first = streams.pop().expect("a stream");
+    drop(streams);
+    let message_cursors = |raw: &[u8]| -> Vec<i64> {
+        let text = String::from_utf8_lossy(raw);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        body.split("\n\n")
+            .map(crate::helpers::parse_block)
+            .filter(|e| e.is_message())
+            .map(|e| e.id.as_deref().expect("id").parse().expect("numeric"))
+            .collect()
+    };
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = first.read(&mut buf).await.expect("read");
+            raw.extend_from_slice(&buf[..n]);
+            if n == 0 || message_cursors(&raw).len() >= 1000 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the history arrives once read");
+    let cursors = message_cursors(&raw);
+    assert_eq!(
+        cursors,
+        (1..=1000).collect::<Vec<_>>(),
+        "the whole history, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_request_head_is_closed_without_a_status_an_eventsource_would_give_up_on() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app_with(Options {
+        env: vec![("HTTP_REQUEST_TIMEOUT_MS", "1000".into())],
+        ..Default::default()
+    })
+    .await;
+    let addr: std::net::SocketAddr = app
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    // Half a head, then nothing for longer than the head timeout: the
+    // behaviour under test is the client's slowness, so this waits on purpose.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /api/feed?history=0 HTTP/1.1\r\nHost: feed\r\n")
+        .await
+        .expect("half a head");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    println!(
+        "a head left unfinished: the connection ended after {:?} with {:?}, {} bytes answered: {:?}",
+        started.elapsed(),
+        read.as_ref().map(|r| r.as_ref().map_err(|e| e.kind())),
+        answer.len(),
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(read.is_ok(), "the server ended the connection");
+    assert!(
+        answer.is_empty(),
+        "no status (an EventSource gives up for good on a 408): {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The same for a later request on a kept-alive connection (actix's own
+    // timer only ever watched the first).
+    let mut kept = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    kept.write_all(b"GET /api/health HTTP/1.1\r\nHost: feed\r\n\r\n")
+        .await
+        .expect("a whole head");
+    let mut first = Vec::new();
+    while !String::from_utf8_lossy(&first).contains(r#"{"status":"ok"}"#) {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut buf))
+            .await
+            .expect("the first answer")
+            .expect("read");
+        assert!(n > 0, "the first request is answered");
+        first.extend_from_slice(&buf[..n]);
+    }
+    kept.write_all(b"GET /api/health HTTP/1.1\r\n")
+        .await
+        .expect("half a second head");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut rest)).await;
+    println!(
+        "a second head left unfinished on a kept-alive connection: ended {:?}, {} bytes answered",
+        read.as_ref().map(|r| r.as_ref().map_err(|e| e.kind())),
+        rest.len()
+    );
+    assert!(read.is_ok(), "the server ended the kept-alive connection");
+    assert!(
+        rest.is_empty(),
+        "no status: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    // A head that arrives in time is served as ever on a fresh connection.
+    let (status, _) = app.get_json("/api/health").await;
+    assert_eq!(status, 200);
+}

@@ -16,5 +16,7 @@ mod pages;
 mod poison;
 mod post;
 mod process;
+mod settings;
 mod site;
+mod storm;
 mod worker;

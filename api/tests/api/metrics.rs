@@ -140,6 +140,8 @@ async fn a_lagged_client_a_resume_and_a_gap_fill_are_counted() {
             ("FEED_CLIENT_BUFFER", "1".into()),
             ("FEED_HEARTBEAT_SECS", "1".into()),
             ("HTTP_SEND_BUFFER_BYTES", "16384".into()),
+            // The stalled client below must still be there when it reads.
+            ("HTTP_WRITE_TIMEOUT_SECS", "600".into()),
         ],
         ..Default::default()
     })

@@ -167,3 +167,62 @@ async fn committed_batches_reach_local_clients_directly_and_other_instances_thro
         "local road: 10 handed over, 10 broker copies dropped; other instance: 10 from the broker"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_counter_that_went_backwards_is_reported_as_a_stall() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        let id = app.post_message("ivo", &format!("before {i}")).await;
+        app.env.wait_persisted(&id).await;
+    }
+    // What a local user with database access could do: every number the
+    // counter hands out from here on is taken.
+    app.env
+        .db
+        .batch_execute("UPDATE feed_sequence SET last_seq = 1 WHERE id = 1")
+        .await
+        .expect("lower the counter");
+    let stuck = app.post_message("ivo", "after the counter went back").await;
+    let reported = crate::helpers::eventually(|| async {
+        let (status, body) = app.get_json("/api/ready").await;
+        (body["worker"]["status"] == "stalled").then_some((status, body))
+    })
+    .await;
+    let (status, body) = reported.expect("readiness reports the stall");
+    println!(
+        "counter lowered to 1 with 3 messages stored: readiness {status}, worker {}",
+        body["worker"]
+    );
+    assert_eq!(
+        status, 200,
+        "a stall does not take the instance out of rotation"
+    );
+    assert_eq!(
+        body["worker"]["sequence_counter_behind"],
+        serde_json::json!({"last_seq": 1, "max_stored_seq": 3})
+    );
+    assert_eq!(
+        app.env.rows_with_id(&stuck).await,
+        0,
+        "nothing stored over a taken number"
+    );
+
+    // The repair docs/OPERATIONS.md gives: the message is then stored, the stall clears.
+    app.env
+        .db
+        .batch_execute(
+            "UPDATE feed_sequence SET last_seq = (SELECT max(seq) FROM messages) WHERE id = 1",
+        )
+        .await
+        .expect("repair");
+    assert_eq!(app.env.wait_persisted(&stuck).await, 4);
+    let cleared = crate::helpers::eventually(|| async {
+        let (_, body) = app.get_json("/api/ready").await;
+        (body["worker"]["status"] == "ok").then_some(body)
+    })
+    .await;
+    assert!(cleared.is_some(), "the stall clears after the repair");
+    assert!(cleared.expect("body")["worker"]
+        .get("sequence_counter_behind")
+        .is_none());
+}
