@@ -27,6 +27,10 @@ fi
 ensure_postgres_installed
 ensure_tansu_installed
 pg_start "$DATA" "$PG_PORT"
+# Every run gets a broker with empty storage: each test makes topics of its
+# own, and an old run's would only grow the file.
+stop_pidfile "$DATA/tansu.pid" "Tansu" tansu
+rm -f "$DATA"/tansu.db "$DATA"/tansu.db-*
 tansu_start "$DATA" "$KAFKA_PORT"
 
 # Each test creates a database of its own; drop those of earlier runs.
@@ -45,7 +49,8 @@ passed=0 failed=0 status=0
 rust_tests() {
   log "Running cargo test --workspace $* (PostgreSQL 127.0.0.1:$PG_PORT, Tansu 127.0.0.1:$KAFKA_PORT)"
   set +e
-  cargo test --workspace "$@" 2>&1 | tee "$out"
+  # --no-fail-fast: a failing test binary must not hide the others' results.
+  cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$out"
   local rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" -eq 0 ] || status=$rc

@@ -30,7 +30,10 @@ pub struct Auth {
 
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
+    /// Optional here so that a token without one is refused for that, by
+    /// name, rather than as malformed.
+    #[serde(default)]
+    sub: Option<String>,
 }
 
 /// Why a token was refused. The message names the reason, never the key.
@@ -57,6 +60,19 @@ pub enum AuthError {
     #[error("the token is not valid yet (nbf)")]
     NotYetValid,
 }
+
+impl AuthError {
+    /// The error code of a `401` for this refusal (posts, the feed, pages).
+    pub fn code(&self) -> crate::error::ErrorCode {
+        match self {
+            AuthError::Missing => crate::error::ErrorCode::MissingToken,
+            _ => crate::error::ErrorCode::InvalidToken,
+        }
+    }
+}
+
+/// The `WWW-Authenticate` of every `401` (RFC 6750).
+pub const CHALLENGE: (header::HeaderName, &str) = (header::WWW_AUTHENTICATE, "Bearer");
 
 /// True when the token's header names an algorithm other than `ours`,
 /// including ones `jsonwebtoken` cannot even parse (`none`): such a token is
@@ -147,7 +163,11 @@ impl Auth {
                 _ => AuthError::Malformed,
             },
         )?;
-        UserId::parse(&data.claims.sub).map_err(|_| AuthError::Subject)
+        let sub = data
+            .claims
+            .sub
+            .ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
+        UserId::parse(&sub).map_err(|_| AuthError::Subject)
     }
 
     /// The poster of a request with `Authorization: Bearer <JWT>`.

@@ -123,6 +123,10 @@ pub struct KafkaSettings {
     /// the bound every record went in a request of its own and the broker
     /// (Tansu) spent its CPU on per-request overhead.
     pub max_in_flight: u32,
+    /// How long the group waits for a worker that stopped sending heartbeats
+    /// before it gives its partitions to the others (`KAFKA_SESSION_TIMEOUT_MS`);
+    /// a worker that shuts down leaves the group at once instead.
+    pub session_timeout_ms: u32,
     /// The worker's static `group.instance.id` (`KAFKA_GROUP_INSTANCE_ID`);
     /// unset by default (dynamic membership).
     pub group_instance_id: Option<String>,
@@ -315,6 +319,11 @@ impl Settings {
                 idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", false)?,
                 max_in_flight: env.parse_range("KAFKA_MAX_IN_FLIGHT", 5u32, 1..=1_000_000)?,
                 debug: env.get("KAFKA_DEBUG").map(str::to_owned),
+                session_timeout_ms: env.parse_range(
+                    "KAFKA_SESSION_TIMEOUT_MS",
+                    10_000u32,
+                    1_000..=300_000,
+                )?,
                 group_instance_id: env.get("KAFKA_GROUP_INSTANCE_ID").map(str::to_owned),
             },
             database: DatabaseSettings {
@@ -659,11 +668,179 @@ mod tests {
         assert_eq!(err.var, "DATABASE_URL");
     }
 
+    /// A value each variable refuses. Variables that take any text (names,
+    /// filters, URLs that parse later) have none and are listed as such.
+    const REFUSED: &[(&str, &str)] = &[
+        ("PORT", "eighty"),
+        ("HTTP_SEND_BUFFER_BYTES", "-1"),
+        ("AUTH_JWT_SECRET", "short"),
+        ("AUTH_JWT_PUBLIC_KEY", "not a key"),
+        ("AUTH_LEEWAY_SECS", "3601"),
+        ("AUTH_FEED", "sometimes"),
+        ("POST_RATE_PER_USER_PER_MINUTE", "0"),
+        ("POST_RATE_PER_USER_BURST", "0"),
+        ("POST_RATE_PER_MINUTE", "0"),
+        ("POST_RATE_BURST", "x"),
+        ("TRUSTED_PROXIES", "proxy.example"),
+        ("CLIENT_IPV6_PREFIX", "129"),
+        ("HTTP_MAX_CONNECTIONS", "0"),
+        ("FEED_MAX_CLIENTS", "0"),
+        ("FEED_MAX_CLIENTS_PER_IP", "0"),
+        ("FEED_UNAVAILABLE_RETRY_SECS", "0"),
+        ("FEED_DB_CONCURRENCY", "0"),
+        ("FEED_DB_WAIT_MS", "0"),
+        ("HTTP_KEEP_ALIVE_SECS", "0"),
+        ("HTTP_REQUEST_TIMEOUT_MS", "99"),
+        ("HTTP_WRITE_TIMEOUT_SECS", "0"),
+        ("HTTP_BODY_TIMEOUT_MS", "99"),
+        ("SHUTDOWN_TIMEOUT_SECS", "0"),
+        ("LOG_FORMAT", "xml"),
+        ("METRICS_ADDR", "9100"),
+        ("STATUS_ON_METRICS_ADDR", "maybe"),
+        ("DATABASE_URL", "postgresql://a:b:c:d"),
+        ("DB_PORT", "x"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_TIMEOUT_MS", "99"),
+        ("KAFKA_BROKERS", " "),
+        ("KAFKA_PORT", "x"),
+        ("TOPIC_EVENTS_TO_PROCESS", "no spaces"),
+        ("TOPIC_EVENTS_PROCESSED", "no/slash"),
+        ("TOPIC_EVENTS_DEAD_LETTER", "ü"),
+        ("KAFKA_PARTITIONS", "0"),
+        ("KAFKA_PROCESSED_PARTITIONS", "0"),
+        ("KAFKA_REPLICATION_FACTOR", "17"),
+        ("KAFKA_SESSION_TIMEOUT_MS", "999"),
+        ("KAFKA_PRODUCE_TIMEOUT_MS", "99"),
+        ("KAFKA_LINGER_MS", "-1"),
+        ("KAFKA_MAX_IN_FLIGHT", "0"),
+        ("KAFKA_IDEMPOTENCE", "perhaps"),
+        ("KAFKA_FETCH_WAIT_MAX_MS", "0"),
+        ("KAFKA_WORKER_FETCH_WAIT_MAX_MS", "0"),
+        ("WORKER_ENABLED", "maybe"),
+        ("WORKER_BATCH_SIZE", "0"),
+        ("WORKER_REJOIN_EMPTY_SECS", "86401"),
+        ("WORKER_STALL_SECS", "0"),
+        ("FEED_HISTORY_DEFAULT", "1001"),
+        ("FEED_HISTORY_MAX", "-1"),
+        ("FEED_HEARTBEAT_SECS", "0"),
+        ("FEED_RETRY_MS", "x"),
+        ("FEED_CLIENT_BUFFER", "0"),
+        ("FEED_RESUME_WINDOW", "-1"),
+        ("FEED_GAP_GRACE_MS", "60001"),
+    ];
+
+    /// Variables that take any value (or whose value is checked by the
+    /// component that uses it).
+    const FREE_TEXT: &[&str] = &[
+        "HOST",
+        "AUTH_JWT_AUDIENCE",
+        "AUTH_JWT_ISSUER",
+        "CORS_ALLOWED_ORIGINS",
+        "RUST_LOG",
+        "KAFKA_WORKER_GROUP",
+        "KAFKA_GROUP_INSTANCE_ID",
+        "KAFKA_DEBUG",
+    ];
+
+    #[test]
+    fn every_variable_refuses_an_invalid_value_naming_itself() {
+        for (var, value) in REFUSED {
+            let err = Settings::from_vars(&vars(&[(var, value)]))
+                .expect_err(&format!("{var}={value:?} is refused"));
+            assert_eq!(err.var, *var, "{var}={value:?}: {err}");
+            assert!(err.to_string().contains(var), "{err}");
+        }
+        // The list covers every variable of docs/CONFIGURATION.md's api table.
+        let doc = include_str!("../../docs/CONFIGURATION.md");
+        let table = doc
+            .split("## api")
+            .nth(1)
+            .and_then(|t| t.split("\n## ").next())
+            .expect("an api section");
+        for line in table.lines().filter(|l| l.starts_with("| `")) {
+            for var in line
+                .split('|')
+                .nth(1)
+                .unwrap_or_default()
+                .split('`')
+                .filter(|v| {
+                    v.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                        && !v.is_empty()
+                })
+            {
+                let composite = ["DB_USER", "DB_HOST", "DB_NAME", "KAFKA_HOST"];
+                assert!(
+                    REFUSED.iter().any(|(v, _)| *v == var)
+                        || FREE_TEXT.contains(&var)
+                        || composite.contains(&var),
+                    "{var} is documented but not tested here"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn derived_defaults_and_the_words_each_setting_takes() {
+        let s = Settings::from_vars(&vars(&[])).expect("defaults");
+        assert_eq!(s.send_buffer_bytes, 131_072);
+        assert_eq!(s.limits.feed_db_concurrency, 8, "half of the pool of 16");
+        let s = Settings::from_vars(&vars(&[("DB_POOL_SIZE", "3")])).expect("valid");
+        assert_eq!(s.limits.feed_db_concurrency, 1);
+        let s = Settings::from_vars(&vars(&[("DB_POOL_SIZE", "1")])).expect("valid");
+        assert_eq!(s.limits.feed_db_concurrency, 1, "at least one");
+        let secret = "a-secret-that-is-long-enough-0123456789";
+        for (value, required) in [("public", false), (" Required ", true), ("PUBLIC", false)] {
+            let s =
+                Settings::from_vars(&vars(&[("AUTH_FEED", value), ("AUTH_JWT_SECRET", secret)]))
+                    .expect(value);
+            assert_eq!(s.auth.feed_required, required, "AUTH_FEED={value:?}");
+        }
+        for (value, format) in [
+            ("text", LogFormat::Text),
+            ("JSON", LogFormat::Json),
+            (" json ", LogFormat::Json),
+        ] {
+            assert_eq!(
+                LogFormat::from_env(&vars(&[("LOG_FORMAT", value)])).expect(value),
+                format
+            );
+        }
+        for (value, on) in [
+            ("1", true),
+            ("yes", true),
+            ("ON", true),
+            ("true", true),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+            ("False", false),
+        ] {
+            let s = Settings::from_vars(&vars(&[("WORKER_ENABLED", value)])).expect(value);
+            assert_eq!(s.worker.enabled, on, "WORKER_ENABLED={value:?}");
+        }
+        let s = Settings::from_vars(&vars(&[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://a.example, ,https://b.example/",
+        )]))
+        .expect("valid");
+        assert_eq!(
+            s.cors_allowed_origins,
+            vec![
+                "https://a.example".to_owned(),
+                "https://b.example".to_owned()
+            ]
+        );
+    }
+
     #[test]
     fn settings_that_would_turn_a_protection_off_are_refused() {
         for var in ["AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY"] {
-            let err = Settings::from_vars(&vars(&[(var, "")])).expect_err("empty key");
-            assert_eq!(err.var, var);
+            for empty in ["", "  "] {
+                let err = Settings::from_vars(&vars(&[(var, empty)])).expect_err("empty key");
+                assert_eq!(err.var, var);
+                assert!(err.reason.contains("empty"), "{err}");
+            }
         }
         let short = "only-31-bytes-of-secret-0123456";
         assert_eq!(short.len(), 31);

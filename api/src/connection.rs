@@ -247,6 +247,67 @@ mod tests {
         assert_eq!(ends(b"\r\r\n\r"), None);
     }
 
+    #[test]
+    fn the_listener_carries_the_bounds_its_connections_inherit() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        configure_listener(&listener, 16 * 1024, Duration::from_secs(7)).expect("options");
+        let socket = SockRef::from(&listener);
+        assert_eq!(
+            socket.tcp_user_timeout().expect("get"),
+            Some(Duration::from_secs(7))
+        );
+        assert!(socket.keepalive().expect("get"));
+        assert_eq!(socket.tcp_keepalive_time().expect("get"), KEEPALIVE_IDLE);
+        // Linux doubles the figure for its bookkeeping.
+        assert_eq!(socket.send_buffer_size().expect("get"), 2 * 16 * 1024);
+        // 0 leaves the kernel's own size alone.
+        let untouched = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let before = SockRef::from(&untouched).send_buffer_size().expect("get");
+        configure_listener(&untouched, 0, Duration::from_secs(7)).expect("options");
+        assert_eq!(
+            SockRef::from(&untouched).send_buffer_size().expect("get"),
+            before
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_pass_through_both_ways_unchanged() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let mut client = client.expect("connect");
+        let (server, _) = accepted.expect("accept");
+        let mut wrapped = Connection::new(server, Duration::from_secs(5));
+        assert!(wrapped.is_write_vectored(), "as the socket it wraps");
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = [0u8; 18];
+        wrapped.read_exact(&mut head).await.expect("read");
+        assert_eq!(&head, b"GET / HTTP/1.1\r\n\r\n");
+        wrapped
+            .write_all(b"HTTP/1.1 200 OK\r\n")
+            .await
+            .expect("write");
+        let parts = [io::IoSlice::new(b"a: 1\r\n"), io::IoSlice::new(b"\r\n")];
+        let n = wrapped.write_vectored(&parts).await.expect("write");
+        assert!(n > 0, "a vectored write writes");
+        wrapped
+            .write_all(&b"a: 1\r\n\r\n"[n..])
+            .await
+            .expect("write");
+        wrapped.flush().await.expect("flush");
+        wrapped.shutdown().await.expect("shutdown");
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.expect("read");
+        assert_eq!(answer, b"HTTP/1.1 200 OK\r\na: 1\r\n\r\n");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_head_is_timed_from_its_first_byte_after_an_answer() {
         let mut head = HeadWatch::new(Duration::from_secs(5));

@@ -131,6 +131,7 @@ pub fn worker_report(state: &AppState) -> serde_json::Value {
             let mut report = json!({
                 "status": if stalled { "stalled" } else { "ok" },
                 "stall_after_s": monitor.stall_after().as_secs(),
+                "assigned": monitor.assigned(),
                 "partitions": partitions,
             });
             if let Some(found) = counter_behind {

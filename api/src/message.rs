@@ -361,6 +361,39 @@ mod tests {
     }
 
     #[test]
+    fn a_user_id_displays_as_itself_and_keys_make_stable_ids() {
+        let alice = UserId::parse("alice").expect("valid");
+        assert_eq!(format!("<{alice}>"), "<alice>");
+        // Fixed forever: a retry after an upgrade must get the same id.
+        assert_eq!(
+            idempotent_id(&alice, "k1").to_string(),
+            Uuid::new_v5(&IDEMPOTENT_NAMESPACE, b"alice\nk1").to_string()
+        );
+        assert_eq!(idempotent_id(&alice, "k1"), idempotent_id(&alice, "k1"));
+        assert_ne!(idempotent_id(&alice, "k1"), idempotent_id(&alice, "k2"));
+        let bob = UserId::parse("bob").expect("valid");
+        assert_ne!(idempotent_id(&alice, "k1"), idempotent_id(&bob, "k1"));
+        assert_ne!(idempotent_id(&alice, "k1"), Uuid::nil());
+    }
+
+    #[test]
+    fn an_envelope_of_another_kind_or_version_is_unsupported() {
+        let m = Message::new("alice", "hello").expect("valid");
+        let mut record: serde_json::Value = serde_json::from_slice(&encode(&m)).expect("JSON");
+        record["version"] = 2.into();
+        assert!(matches!(
+            decode(Some(record.to_string().as_bytes())),
+            Err(DecodeError::Unsupported { version: 2, .. })
+        ));
+        record["version"] = 1.into();
+        record["type"] = "message.deleted".into();
+        assert!(matches!(
+            decode(Some(record.to_string().as_bytes())),
+            Err(DecodeError::Unsupported { version: 1, .. })
+        ));
+    }
+
+    #[test]
     fn garbage_is_a_decode_error() {
         assert!(matches!(decode(None), Err(DecodeError::Empty)));
         assert!(matches!(

@@ -129,6 +129,7 @@ pub struct Metrics {
 
     pub http_requests: Family<RouteLabels, Counter>,
     pub http_duration: Family<RouteOnly, Histogram>,
+    pub http_in_flight: Gauge,
 
     pub posts_accepted: Counter,
     pub posts_rejected: Family<CodeLabel, Counter>,
@@ -178,6 +179,7 @@ impl Metrics {
             pool: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            http_in_flight: Gauge::default(),
             posts_accepted: Counter::default(),
             posts_rejected: Family::default(),
             broker_ack: Histogram::new(latency_buckets()),
@@ -216,6 +218,11 @@ impl Metrics {
             "time to the response head by route pattern (a feed stream's lifetime is not included)",
             Unit::Seconds,
             m.http_duration.clone(),
+        );
+        r.register(
+            "feed_http_requests_in_flight",
+            "requests whose handler has not answered yet (a feed stream counts until its head is sent)",
+            m.http_in_flight.clone(),
         );
         r.register(
             "feed_ingest_posts_accepted",

@@ -37,6 +37,22 @@ pub fn request_id(header: Option<&HeaderValue>) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
+/// One request in the in-flight gauge, for as long as it lives.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The middleware (`actix_web::middleware::from_fn`).
 pub async fn observe(
     req: ServiceRequest,
@@ -54,6 +70,10 @@ pub async fn observe(
     let path = req.path().to_owned();
     let span = tracing::info_span!("request", request_id = %id);
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    // Counted down when this future ends, answered or dropped.
+    let _in_flight = state
+        .as_ref()
+        .map(|s| InFlight::enter(&s.metrics.http_in_flight));
     let mut res = next.call(req).instrument(span.clone()).await?;
     let elapsed = started.elapsed();
     let status = res.status().as_u16();

@@ -98,6 +98,15 @@ mod tests {
                 "host=db password=*** dbname=feed",
             ),
             ("http://bot:token@api:8090/x", "http://bot:***@api:8090/x"),
+            // An escaped backslash right before the closing quote.
+            (
+                r"host=db password='a\\' dbname=feed",
+                "host=db password=*** dbname=feed",
+            ),
+            (
+                r"password='one\'two' port=5432 password=three",
+                "password=*** port=5432 password=***",
+            ),
             ("http://api:8090", "http://api:8090"),
             ("not a url", "not a url"),
             ("", ""),

@@ -116,6 +116,18 @@ mod tests {
     }
 
     #[test]
+    fn released_and_held_numbers_are_known_others_not() {
+        let mut q = Sequencer::new(0);
+        assert!(!q.is_known(1));
+        q.offer(s(1));
+        q.offer(s(3));
+        assert!(q.is_known(1), "released");
+        assert!(q.is_known(3), "held back");
+        assert!(!q.is_known(2), "still to come");
+        assert!(q.is_known(0) && q.is_known(-1), "at or below the start");
+    }
+
+    #[test]
     fn a_gap_is_closed_by_a_fill() {
         let mut q = Sequencer::new(10);
         assert!(q.offer(s(9)).is_empty(), "already released before start");

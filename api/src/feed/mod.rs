@@ -99,13 +99,13 @@ impl ResponseError for ReadError {
             }
             ReadError::ShuttingDown => (ErrorCode::ShuttingDown, None),
             ReadError::Busy => (ErrorCode::DatabaseUnavailable, None),
-            ReadError::Unauthorized(crate::auth::AuthError::Missing) => {
-                (ErrorCode::MissingToken, None)
-            }
-            ReadError::Unauthorized(_) => (ErrorCode::InvalidToken, None),
+            ReadError::Unauthorized(e) => (e.code(), None),
         };
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        if matches!(self, ReadError::Unauthorized(_)) {
+            builder.insert_header(crate::auth::CHALLENGE);
         }
         json_error_builder(builder, code, &self.to_string(), field)
     }
@@ -164,7 +164,12 @@ async fn open(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ReadE
     };
     // The database reads of this connect wait for their turn, so a herd of
     // reconnecting clients cannot take the worker's database connections.
-    let Some(turn) = state.limits.reads.turn().await else {
+    // A shutdown while it waits answers at once: the client goes elsewhere.
+    let turn = tokio::select! {
+        _ = state.shutdown.cancelled() => return Err(ReadError::ShuttingDown),
+        turn = state.limits.reads.turn() => turn,
+    };
+    let Some(turn) = turn else {
         state.metrics.refused(Limit::FeedDatabaseQueue);
         return Ok(unavailable(
             state,

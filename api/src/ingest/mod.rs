@@ -54,6 +54,8 @@ pub enum PostError {
     InvalidIdempotencyKey,
     #[error("too many posts from this address; retry after {} s", retry_after_secs(*.0))]
     RateLimited(std::time::Duration),
+    #[error("too many posts by this user; retry after {} s", retry_after_secs(*.0))]
+    UserRateLimited(std::time::Duration),
     #[error("the body did not arrive within {} ms", .0.as_millis())]
     BodyTimeout(std::time::Duration),
 }
@@ -75,9 +77,8 @@ impl PostError {
             PostError::WrongType(_) => ErrorCode::InvalidType,
             PostError::Invalid(_) => ErrorCode::InvalidField,
             PostError::Unavailable(_) => ErrorCode::QueueUnavailable,
-            PostError::RateLimited(_) => ErrorCode::RateLimited,
-            PostError::Unauthorized(crate::auth::AuthError::Missing) => ErrorCode::MissingToken,
-            PostError::Unauthorized(_) => ErrorCode::InvalidToken,
+            PostError::RateLimited(_) | PostError::UserRateLimited(_) => ErrorCode::RateLimited,
+            PostError::Unauthorized(e) => e.code(),
             PostError::NotYourUser => ErrorCode::ForbiddenUser,
             PostError::InvalidIdempotencyKey => ErrorCode::InvalidIdempotencyKey,
             PostError::BodyTimeout(_) => ErrorCode::RequestTimeout,
@@ -102,7 +103,9 @@ impl ResponseError for PostError {
             PostError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PostError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            PostError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            PostError::RateLimited(_) | PostError::UserRateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             PostError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             PostError::NotYourUser => StatusCode::FORBIDDEN,
             PostError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -118,9 +121,9 @@ impl ResponseError for PostError {
                 builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             PostError::Unauthorized(_) => {
-                builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+                builder.insert_header(crate::auth::CHALLENGE);
             }
-            PostError::RateLimited(wait) => {
+            PostError::RateLimited(wait) | PostError::UserRateLimited(wait) => {
                 builder.insert_header((header::RETRY_AFTER, retry_after_secs(*wait).to_string()));
             }
             _ => {}
@@ -178,7 +181,7 @@ async fn accept(
             let poster = auth.poster(req).map_err(PostError::Unauthorized)?;
             if let Err(wait) = state.limits.user_posts.check(&poster.as_str().to_owned()) {
                 state.metrics.refused(Limit::PostRate);
-                return Err(PostError::RateLimited(wait));
+                return Err(PostError::UserRateLimited(wait));
             }
             Some(poster)
         }

@@ -82,38 +82,52 @@ impl StoreError {
     /// A uniqueness conflict on `seq`: a racing writer took the number, or
     /// the counter went backwards ([`Store::counter_behind`] tells which).
     pub fn is_sequence_conflict(&self) -> bool {
-        let StoreError::Query(e) = self else {
-            return false;
-        };
-        e.as_db_error()
-            .is_some_and(|db| db.code().code() == "23505" && db.constraint() == Some(SEQ_KEY))
+        self.server_answer()
+            .is_some_and(|(code, constraint)| is_sequence_conflict(code, constraint))
     }
 
     /// Classifies the failure (see [`Failure`]).
     pub fn failure(&self) -> Failure {
-        let StoreError::Query(e) = self else {
-            return Failure::Transient;
-        };
-        let Some(db) = e.as_db_error() else {
+        match self.server_answer() {
+            Some((code, constraint)) => classify(code, constraint),
             // No answer from the server: the connection, not the data.
-            return Failure::Transient;
-        };
-        let code = db.code().code();
-        match code {
-            "40001" => Failure::Conflict,
-            // 40003: the outcome of a COMMIT is unknown (a node or the
-            // network failed during it). The insert is idempotent, so a retry
-            // is safe, but the cause is the cluster's trouble: back off.
-            "23505"
-                if db
-                    .constraint()
-                    .is_none_or(|c| OUR_UNIQUE_CONSTRAINTS.contains(&c)) =>
-            {
-                Failure::Conflict
-            }
-            _ if code.starts_with("22") || code.starts_with("23") => Failure::Permanent,
-            _ => Failure::Transient,
+            None => Failure::Transient,
         }
+    }
+
+    /// The SQLSTATE and the constraint named by the server's error, if the
+    /// server answered with one.
+    fn server_answer(&self) -> Option<(&str, Option<&str>)> {
+        let StoreError::Query(e) = self else {
+            return None;
+        };
+        e.as_db_error()
+            .map(|db| (db.code().code(), db.constraint()))
+    }
+}
+
+/// A uniqueness conflict on the `seq` index.
+fn is_sequence_conflict(code: &str, constraint: Option<&str>) -> bool {
+    code == "23505" && constraint == Some(SEQ_KEY)
+}
+
+/// What an error the server answered with (`code`, the SQLSTATE, and the
+/// constraint it names) means for the rows being written.
+fn classify(code: &str, constraint: Option<&str>) -> Failure {
+    match code {
+        "40001" => Failure::Conflict,
+        // A uniqueness conflict on our own keys: only a racing writer can
+        // cause one (the insert skips stored ids).
+        "23505" if constraint.is_none_or(|c| OUR_UNIQUE_CONSTRAINTS.contains(&c)) => {
+            Failure::Conflict
+        }
+        // Class 22 (data exception) and 23 (integrity constraint violation):
+        // the database rejects the rows themselves.
+        _ if code.starts_with("22") || code.starts_with("23") => Failure::Permanent,
+        // Everything else, 40003 (the outcome of a COMMIT is unknown: a node
+        // or the network failed during it) included, is the database's own
+        // trouble. The insert is idempotent, so a retry is safe: back off.
+        _ => Failure::Transient,
     }
 }
 
@@ -472,4 +486,48 @@ fn all_sequenced(rows: &[Row]) -> Result<Vec<Sequenced>, StoreError> {
     rows.iter()
         .map(|r| sequenced(r).map_err(StoreError::from))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_by_sqlstate_and_constraint() {
+        let cases: &[(&str, Option<&str>, Failure)] = &[
+            ("40001", None, Failure::Conflict),
+            ("23505", Some("messages_pkey"), Failure::Conflict),
+            ("23505", Some("primary"), Failure::Conflict),
+            ("23505", Some("messages_seq_key"), Failure::Conflict),
+            ("23505", None, Failure::Conflict),
+            (
+                "23505",
+                Some("a_constraint_of_the_operators"),
+                Failure::Permanent,
+            ),
+            ("23514", Some("test_no_forbidden"), Failure::Permanent),
+            ("23502", None, Failure::Permanent),
+            ("22001", None, Failure::Permanent),
+            ("22P05", None, Failure::Permanent),
+            ("40003", None, Failure::Transient),
+            ("40P01", None, Failure::Transient),
+            ("53300", None, Failure::Transient),
+            ("57P01", None, Failure::Transient),
+            ("XX000", None, Failure::Transient),
+            ("08006", None, Failure::Transient),
+            ("24000", None, Failure::Transient),
+            ("21000", None, Failure::Transient),
+        ];
+        for (code, constraint, want) in cases {
+            assert_eq!(classify(code, *constraint), *want, "{code} {constraint:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_conflict_on_the_seq_index_is_a_sequence_conflict() {
+        assert!(is_sequence_conflict("23505", Some("messages_seq_key")));
+        assert!(!is_sequence_conflict("23505", Some("messages_pkey")));
+        assert!(!is_sequence_conflict("23505", None));
+        assert!(!is_sequence_conflict("23514", Some("messages_seq_key")));
+    }
 }

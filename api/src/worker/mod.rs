@@ -69,7 +69,10 @@ fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
-        .set("session.timeout.ms", "10000")
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
         .set("heartbeat.interval.ms", "1000");
     let consumer: StreamConsumer = config.create()?;
     consumer.subscribe(&[&settings.topic_to_process])?;

@@ -148,6 +148,22 @@ impl Monitor {
         self.marks.counter_behind()
     }
 
+    /// The partitions of `events-to-process` this worker owns now.
+    pub fn assigned(&self) -> Vec<i32> {
+        let mut owned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|a| {
+                a.elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|tp| tp.partition())
+                    .collect()
+            })
+            .unwrap_or_default();
+        owned.sort_unstable();
+        owned
+    }
+
     /// The state of every partition this worker owns and has received from.
     pub fn partitions(&self) -> Vec<PartitionState> {
         let Ok(assignment) = self.consumer.assignment() else {

@@ -23,6 +23,47 @@ TCWTTR5Hbuiio4hReAdIGSx/fFcxm2UMNvaYJ+pUB1sI/2C8Fv2H44B5NA==
 -----END PUBLIC KEY-----
 ";
 
+/// An RSA key pair made for these tests only: the api gets the public half.
+const RSA_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIIEuwIBADANBgkqhkiG9w0BAQEFAASCBKUwggShAgEAAoIBAQCpT70DQw7UQl6u
+b5cGYHQUDxaNWGCVk/yKTaWTrWIgiTHfnT7knbGny6CSwbBj3rp6z1UKiJNuZTZ0
+Fc478eT7uZVbKpYolTjlPl6WFEF/XA9HC8sPqji6JW3MyUgi+DsikFg86LEXl+j0
+/lM035kfw5g7u+A0APDIUADXKKZ0hYu68CgpDPIZ5xnKkZXXPC3QmTMMaP/3sNlH
+9ZL1sqpZSAR0OW+wl1BFTD2G9dQPiACtbDkRaZ4lj8cwKK9mB3pSD9Ir6Uv6Rme2
+gnWpVbvzZcqUfxx0vcgGC09MOhkV3HMJ77aY32xFW/xuHpO1ta+qjJ/OQObGHOhv
+mY6KhoG5AgMBAAECgf96Rf1ZV6CU2t/C3SlS8Z6Z6hrTKfoEVUMrGGI4k7ulhqwi
+jtTKm0jEHESXn4a9jSLKFIP6i0Y3GFsckzUms/7JIbGEjQYI/9O7oqq4uAzF87AI
+pSBEEWedOAkmKyrPCjkwz0q5dTpvvT9tx5NoG+IqmpcfmLm5yJKVbLfA9Cav8pVZ
+Dn2JIOBB5lr3FRf+hZo3OXE1Z6MCc0yK0lJhN2bBC07un4qCnSOMNzJkDe5LAG29
+HfbetXXn3L4ZJHAQQMD6wgDqtN0sKfu1QaP+4gLEQ6VMGd0uX+FoQD2sztULBoDv
+SNxLNIzxYvpq/7Vj2aCXEVi6fXbR71i6mg+jsMkCgYEA1OOpKZbUnUedR8dYGhby
+hYipFtkfH9YgjjVgtYMwIf1ZFieZ269rUYI7OqIy2DZ333GZAmqJi9FP2nK4d0a1
+6r/yQnU2Z058GBAsIgNkUncxvgjk+Ucb52IeOx5IfrKlic0cVv8XLxLUXaCdTPfw
+/EXGypteRdOySxETISm3jXUCgYEAy5j4jkB1aY1EICMPM8YYTTkLlb+3FVQucbjF
++no8z4u/PO3NTz7W1D1iEl+NB9Q2EPofH1QEPetssDtOcVWVmM9J7WYhNmcLmpEB
+JebTTY061HrPKH22TGtvGVvu20+Y/lOi5Yq5MLHobQ9oX/N93EqW6E5PdF9rAqb2
+WWUbxrUCgYAitlRY4a0dUBYHJCvrZR56Q4Q+o3x9tm5sgauZLSDmCedCw4ZE2d+H
+1NJPhy7/LjJxjpZCXJi84Y5Bsj79w9vZwR6BU5dhVNzLF6f6i88J20GTGOQs+TlF
+iyweu5tafUqco4MhdEqVdF6IPa4oZK04lTAKzTab8B68OraBy8mQGQKBgQCSXuty
++Yxv0gvEPvBS/HvEKNrXUflB8D9jqr9KkE7ft0xJdX1BF6BC/c5f/ynZEwu7sNZn
+I3PZQEPnfvuqJylhrsUrU11VS0fgW5dDtGr9OietUo1UQuyojCRXSuyx5svLLD3U
+YKM7CuxaW9ViBh/aHBXZ9VLSCzdXtMkvA62wcQKBgBtqexDCQkPFle+hyxjkt1y5
+GFRQSiuK608BPhAgkmWGWnRg45UcLdhy7g2/7GyZmaBDI1sx8ESiUZioD7yMazTG
+5TJUyFItCqlI7tjXC7Jv2BdkcUQPynGiGzKsCtU6u2wbNtgS7u+xzBLT6ExS3yoJ
+EYgdpEhIHrTfjxj3XQLJ
+-----END PRIVATE KEY-----
+";
+const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAqU+9A0MO1EJerm+XBmB0
+FA8WjVhglZP8ik2lk61iIIkx350+5J2xp8ugksGwY966es9VCoiTbmU2dBXOO/Hk
++7mVWyqWKJU45T5elhRBf1wPRwvLD6o4uiVtzMlIIvg7IpBYPOixF5fo9P5TNN+Z
+H8OYO7vgNADwyFAA1yimdIWLuvAoKQzyGecZypGV1zwt0JkzDGj/97DZR/WS9bKq
+WUgEdDlvsJdQRUw9hvXUD4gArWw5EWmeJY/HMCivZgd6Ug/SK+lL+kZntoJ1qVW7
+82XKlH8cdL3IBgtPTDoZFdxzCe+2mN9sRVv8bh6TtbWvqoyfzkDmxhzob5mOioaB
+uQIDAQAB
+-----END PUBLIC KEY-----
+";
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -284,6 +325,30 @@ async fn a_required_feed_takes_the_token_in_the_query_or_a_cookie_and_never_logs
         (401, 200, 200, 401, 200)
     );
     drop((with_query, with_cookie));
+    // Every refusal names itself and carries the challenge, feed and pages alike.
+    for (path, code) in [
+        ("/api/feed?history=0", "missing_token"),
+        ("/api/messages", "missing_token"),
+        ("/api/feed?history=0&access_token=forged", "invalid_token"),
+        ("/api/messages?access_token=forged", "invalid_token"),
+    ] {
+        let res = api.http.get(api.url(path)).send().await.expect("request");
+        let status = res.status().as_u16();
+        let challenge = res
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = res.json().await.expect("JSON error");
+        println!("{path}: {status} {challenge:?} {body}");
+        assert_eq!(status, 401, "{path}");
+        assert_eq!(body["error"], code, "{path}");
+        assert_eq!(
+            challenge.as_deref(),
+            Some("Bearer"),
+            "{path}: WWW-Authenticate"
+        );
+    }
 
     let log = std::fs::read_to_string(&process.log).expect("log");
     assert!(log.contains("/api/feed"), "the requests were logged");
@@ -404,6 +469,94 @@ async fn a_refused_token_is_refused_for_what_is_wrong_with_it() {
             assert_eq!(body["error"], "invalid_token", "{what}");
             let message = body["message"].as_str().unwrap_or_default();
             assert!(message.contains(says), "{what}: {message:?} says {says:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_leeway_a_missing_subject_and_the_rate_per_user() {
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("AUTH_JWT_PUBLIC_KEY", RSA_PUBLIC.into()),
+            ("AUTH_LEEWAY_SECS", "60".into()),
+            ("POST_RATE_PER_USER_PER_MINUTE", "1".into()),
+            ("POST_RATE_PER_USER_BURST", "2".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).expect("test key");
+    let rs256 = |claims: Value| {
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).expect("sign")
+    };
+    let cases = [
+        (
+            "RS256, valid",
+            rs256(json!({"sub": "rosa", "exp": now() + 600})),
+            202,
+            "",
+        ),
+        // Within the leeway either side of the clock: accepted.
+        (
+            "expired 30 s ago, leeway 60",
+            rs256(json!({"sub": "rosa", "exp": now() - 30})),
+            202,
+            "",
+        ),
+        (
+            "valid from 30 s on, leeway 60",
+            rs256(json!({"sub": "tim", "exp": now() + 600, "nbf": now() + 30})),
+            202,
+            "",
+        ),
+        (
+            "expired 120 s ago",
+            rs256(json!({"sub": "rosa", "exp": now() - 120})),
+            401,
+            "expired",
+        ),
+        (
+            "valid from 120 s on",
+            rs256(json!({"sub": "rosa", "exp": now() + 600, "nbf": now() + 120})),
+            401,
+            "not valid yet",
+        ),
+        ("no sub", rs256(json!({"exp": now() + 600})), 401, "sub"),
+        // rosa's third post in the minute: her own bucket (burst 2) is empty.
+        (
+            "rosa's third post",
+            rs256(json!({"sub": "rosa", "exp": now() + 600})),
+            429,
+            "",
+        ),
+        (
+            "another user meanwhile",
+            rs256(json!({"sub": "uli", "exp": now() + 600})),
+            202,
+            "",
+        ),
+    ];
+    for (what, token, status, says) in cases {
+        let (got, body, _) = post(&app, Some(&token), json!({"content": "x"})).await;
+        println!("{what}: {got} {body}");
+        assert_eq!(got, status, "{what}: {body}");
+        match status {
+            401 => {
+                assert_eq!(body["error"], "invalid_token", "{what}");
+                let message = body["message"].as_str().unwrap_or_default();
+                assert!(message.contains(says), "{what}: {message:?}");
+            }
+            429 => {
+                assert_eq!(body["error"], "rate_limited", "{what}");
+                assert!(
+                    body["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("by this user"),
+                    "{what}: {body}"
+                );
+            }
+            _ => {}
         }
     }
 }

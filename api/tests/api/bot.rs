@@ -63,9 +63,8 @@ async fn bot_users_post_through_the_api_until_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_user_keeps_going_while_the_api_is_unreachable() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", dead.local_addr().expect("addr"));
-    drop(dead);
+    let (port, _held) = crate::helpers::dead_port();
+    let url = format!("http://127.0.0.1:{port}");
     let settings = Arc::new(BotSettings {
         api_url: url.clone(),
         users: 1,

@@ -91,7 +91,7 @@ pub struct TestEnv {
     pub topic_out: String,
     pub topic_dead: String,
     pub group: String,
-    pub proxy: Option<DbProxy>,
+    pub proxy: Option<TcpProxy>,
 }
 
 impl TestEnv {
@@ -108,7 +108,7 @@ impl TestEnv {
         let proxy = if db_proxy {
             let target: tokio_postgres::Config = db_url.parse().expect("valid url");
             let port = target.get_ports().first().copied().unwrap_or(5432);
-            Some(DbProxy::start(port).await)
+            Some(TcpProxy::start(port).await)
         } else {
             None
         };
@@ -361,7 +361,12 @@ impl Api {
         content_type: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
-        let mut req = self.http.post(self.url("/api/messages")).body(body);
+        // A deadline on every request but the feed's: a hang fails the test, where it happened.
+        let mut req = self
+            .http
+            .post(self.url("/api/messages"))
+            .timeout(DEADLINE)
+            .body(body);
         if let Some(ct) = content_type {
             req = req.header("Content-Type", ct);
         }
@@ -374,6 +379,7 @@ impl Api {
         let res = self
             .http
             .post(self.url("/api/messages"))
+            .timeout(DEADLINE)
             .header("Content-Type", "application/json")
             .body(body)
             .send()
@@ -401,6 +407,7 @@ impl Api {
         let res = self
             .http
             .get(self.url("/metrics"))
+            .timeout(DEADLINE)
             .send()
             .await
             .expect("GET /metrics reaches the app");
@@ -412,6 +419,7 @@ impl Api {
         let res = self
             .http
             .get(self.url(path))
+            .timeout(DEADLINE)
             .send()
             .await
             .expect("GET reaches the app");
@@ -455,6 +463,23 @@ impl Api {
         let res = req.send().await.ok()?;
         (res.status() == 200).then(|| SseClient::new(res))
     }
+}
+
+/// A port where nothing listens, for as long as the socket returned is
+/// held: bound, never listening, so a connection to it is refused, and no
+/// other test's listener can take it meanwhile.
+pub fn dead_port() -> (u16, socket2::Socket) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    socket.bind(&any.into()).expect("bind");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("a bound port");
+    (port, socket)
 }
 
 /// Polls `f` until it returns `Some`, or gives up after [`DEADLINE`].
@@ -511,7 +536,10 @@ pub struct SseClient {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
     pub raw: String,
+    /// The stream ended (cleanly or not): nothing more will come.
     pub ended: bool,
+    /// Why, when it ended with an error rather than cleanly.
+    pub failed: Option<String>,
 }
 
 impl SseClient {
@@ -522,6 +550,7 @@ impl SseClient {
             buffer: String::new(),
             raw: String::new(),
             ended: false,
+            failed: None,
         }
     }
 
@@ -538,7 +567,11 @@ impl SseClient {
             }
             match tokio::time::timeout_at(deadline, self.body.next()).await {
                 Err(_) => return None,
-                Ok(None) | Ok(Some(Err(_))) => self.ended = true,
+                Ok(None) => self.ended = true,
+                Ok(Some(Err(e))) => {
+                    self.ended = true;
+                    self.failed = Some(e.to_string());
+                }
                 Ok(Some(Ok(chunk))) => {
                     let text = String::from_utf8_lossy(&chunk);
                     self.raw.push_str(&text);
@@ -585,17 +618,39 @@ impl SseClient {
         out
     }
 
-    /// Asserts that no message arrives within `quiet`.
+    /// Asserts that no message arrives within `quiet`, and that the stream
+    /// is still open then: a stream that ended would pass for a quiet one.
     pub async fn assert_no_message(&mut self, quiet: Duration) {
         let deadline = Instant::now() + quiet;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_within(left).await {
+                None if self.ended => panic!(
+                    "the stream ended while it was to stay open and quiet ({})",
+                    self.failed.as_deref().unwrap_or("cleanly")
+                ),
                 None => return,
                 Some(ev) if ev.is_message() => panic!("unexpected message: {ev:?}"),
                 Some(_) => continue,
             }
         }
+    }
+
+    /// Asserts that the stream ends cleanly within [`DEADLINE`], with no
+    /// message before its end.
+    pub async fn assert_ends(&mut self) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the stream did not end within {DEADLINE:?}"
+            );
+            if let Some(ev) = self.next_within(left).await {
+                assert!(!ev.is_message(), "a message before the end: {ev:?}");
+            }
+        }
+        assert_eq!(self.failed, None, "the stream ended cleanly");
     }
 }
 
@@ -620,66 +675,100 @@ pub fn parse_block(block: &str) -> SseEvent {
     ev
 }
 
-/// A TCP proxy in front of PostgreSQL that a test can cut and restore: the
-/// database becomes unreachable for the app without stopping the shared server.
-pub struct DbProxy {
+/// A TCP proxy that a test can cut, hang and restore: in front of
+/// PostgreSQL, the database becomes unreachable for the app without stopping
+/// the shared server; in front of a broker of the test's own, the broker.
+pub struct TcpProxy {
     pub port: u16,
-    up: Arc<watch::Sender<bool>>,
-    /// Connections the app opened (or tried to, while down).
-    connections: Arc<std::sync::atomic::AtomicUsize>,
+    state: Arc<watch::Sender<ProxyState>>,
+    /// The most connections held at once while hanging.
+    most_hanging: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl DbProxy {
-    async fn start(target_port: u16) -> Self {
+/// What the proxy does with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyState {
+    /// Forwards to PostgreSQL.
+    Up,
+    /// Cuts every connection and refuses new ones.
+    Down,
+    /// Accepts connections and never answers: a database that hangs.
+    Hang,
+}
+
+impl TcpProxy {
+    pub async fn start(target_port: u16) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
-        let (up, _) = watch::channel(true);
-        let up = Arc::new(up);
-        let accept_up = up.clone();
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = connections.clone();
+        let (state, _) = watch::channel(ProxyState::Up);
+        let state = Arc::new(state);
+        let accept_state = state.clone();
+        let now_hanging = Arc::new(AtomicUsize::new(0));
+        let most_hanging = Arc::new(AtomicUsize::new(0));
+        let most = most_hanging.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut state = accept_up.subscribe();
-                if !*state.borrow() {
-                    drop(inbound); // refuse while down
-                    continue;
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target_port)).await
-                    else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = state.wait_for(|up| !*up) => {}
+                let mut watching = accept_state.subscribe();
+                let now = *watching.borrow();
+                match now {
+                    ProxyState::Down => drop(inbound), // refuse while down
+                    ProxyState::Hang => {
+                        let held = now_hanging.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(held, Ordering::SeqCst);
+                        let now_hanging = now_hanging.clone();
+                        tokio::spawn(async move {
+                            // Held, unanswered, until the state changes.
+                            let _ = watching.wait_for(|s| *s != ProxyState::Hang).await;
+                            now_hanging.fetch_sub(1, Ordering::SeqCst);
+                            drop(inbound);
+                        });
                     }
-                });
+                    ProxyState::Up => {
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) =
+                                TcpStream::connect(("127.0.0.1", target_port)).await
+                            else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = watching.wait_for(|s| *s != ProxyState::Up) => {}
+                            }
+                        });
+                    }
+                }
             }
         });
-        DbProxy {
+        TcpProxy {
             port,
-            up,
-            connections,
+            state,
+            most_hanging,
         }
     }
 
-    /// How many connections the app has opened or tried to open.
-    pub fn connections(&self) -> usize {
-        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    /// The most connections held at once since [`TcpProxy::hang`].
+    pub fn most_hanging_at_once(&self) -> usize {
+        self.most_hanging.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Cuts every connection and refuses new ones.
     pub fn down(&self) {
-        self.up.send_replace(false);
+        self.state.send_replace(ProxyState::Down);
+    }
+
+    /// Cuts every connection; new ones are accepted and never answered.
+    pub fn hang(&self) {
+        self.most_hanging
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        self.state.send_replace(ProxyState::Hang);
     }
 
     pub fn up(&self) {
-        self.up.send_replace(true);
+        self.state.send_replace(ProxyState::Up);
     }
 }
 

@@ -178,10 +178,7 @@ async fn the_feed_cap_refuses_with_an_unavailable_event_and_the_rest_still_answe
             Some("unavailable") => {
                 assert_eq!(event.json()["reason"], "over_capacity");
                 retries.push(first.retry.clone().unwrap_or_default());
-                assert!(
-                    client.next_within(Duration::from_secs(10)).await.is_none(),
-                    "then the stream ends"
-                );
+                client.assert_ends().await;
                 refused += 1;
             }
             other => panic!("unexpected event {other:?}"),
@@ -329,24 +326,56 @@ async fn connections_that_never_finish_their_request_are_closed() {
         .expect("addr");
     let request =
         b"GET /api/health HTTP/1.1\r\nHost: feed\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    /// How one slow connection ended: the bytes it had sent, and what it was answered.
+    enum Slow {
+        /// The server closed it (end of stream or a reset) after `sent` bytes, answering `answered`.
+        Closed {
+            sent: usize,
+            answered: Vec<u8>,
+        },
+        /// The whole head went out and the connection was still open.
+        StillOpen,
+        Unreachable,
+    }
     let mut slow = Vec::new();
     for _ in 0..500 {
         slow.push(tokio::spawn(async move {
             let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-                return (false, 0usize);
+                return Slow::Unreachable;
             };
             // One byte a second; the server must close before the head is done.
             for (sent, byte) in request.iter().enumerate() {
                 if stream.write_all(&[*byte]).await.is_err() {
-                    return (true, sent);
+                    return Slow::Closed {
+                        sent,
+                        answered: Vec::new(),
+                    };
                 }
                 let mut buf = [0u8; 512];
                 match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
-                    Ok(Ok(_)) | Ok(Err(_)) => return (true, sent + 1), // closed (or answered 408)
-                    Err(_) => {}                                       // still open: next byte
+                    // Something to read: the server answered or closed; read to the end.
+                    Ok(Ok(n)) => {
+                        let mut answered = buf[..n].to_vec();
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            stream.read_to_end(&mut answered),
+                        )
+                        .await;
+                        return Slow::Closed {
+                            sent: sent + 1,
+                            answered,
+                        };
+                    }
+                    Ok(Err(_)) => {
+                        return Slow::Closed {
+                            sent: sent + 1,
+                            answered: Vec::new(),
+                        }
+                    }
+                    Err(_) => {} // still open: next byte
                 }
             }
-            (false, request.len())
+            Slow::StillOpen
         }));
     }
     // Meanwhile, normal requests.
@@ -359,21 +388,38 @@ async fn connections_that_never_finish_their_request_are_closed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut closed = 0;
-    let mut bytes = Vec::new();
+    let mut most_sent = 0;
+    let mut unreachable = 0;
     for task in slow {
-        let (was_closed, sent) = task.await.expect("no panic");
-        closed += usize::from(was_closed);
-        bytes.push(sent);
+        match task.await.expect("no panic") {
+            Slow::Closed { sent, answered } => {
+                assert!(
+                    sent < request.len(),
+                    "closed only after the whole head ({sent} bytes)"
+                );
+                assert!(
+                    answered.is_empty(),
+                    "closed without an answer: {:?}",
+                    String::from_utf8_lossy(&answered)
+                );
+                closed += 1;
+                most_sent = most_sent.max(sent);
+            }
+            Slow::StillOpen => panic!("a slow connection sent its whole head and was served"),
+            Slow::Unreachable => unreachable += 1,
+        }
     }
     latencies.sort();
     println!(
-        "500 slow connections: {closed} closed by the server after at most {} of {} header bytes; 20 health checks meanwhile: p50 {:?}, max {:?}",
-        bytes.iter().max().copied().unwrap_or_default(),
+        "500 slow connections: {closed} closed by the server, without an answer, after at most {most_sent} of {} header bytes ({unreachable} could not connect); 20 health checks meanwhile: p50 {:?}, max {:?}",
         request.len(),
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1]
     );
-    assert_eq!(closed, 500, "every slow connection closed by the timeouts");
+    assert_eq!(
+        closed, 500,
+        "every slow connection closed by the head timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,7 +589,13 @@ async fn never_reading(addr: std::net::SocketAddr, path: &str) -> tokio::net::Tc
 async fn connections_that_never_read_a_long_history_hold_little_memory() {
     use tokio::io::AsyncReadExt as _;
     let env = TestEnv::new(false).await;
-    let process = ApiProcess::start(&env, "never-reading", &[]).await;
+    // A write timeout longer than the test: this one is about memory, not the cut-off.
+    let process = ApiProcess::start(
+        &env,
+        "never-reading",
+        &[("HTTP_WRITE_TIMEOUT_SECS", "600".into())],
+    )
+    .await;
     // 1,000 messages of the largest size: 280 four-byte characters each.
     env.db
         .batch_execute(
@@ -710,4 +762,103 @@ async fn a_late_request_head_is_closed_without_a_status_an_eventsource_would_giv
     // A head that arrives in time is served as ever on a fresh connection.
     let (status, _) = app.get_json("/api/health").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408_and_an_idle_kept_alive_connection_is_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("HTTP_BODY_TIMEOUT_MS", "500".into()),
+            ("HTTP_KEEP_ALIVE_SECS", "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let addr: std::net::SocketAddr = app
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    // A head that promises 100 bytes of body and sends 10.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(
+        b"POST /api/messages HTTP/1.1\r\nHost: feed\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user_id\"",
+    )
+    .await
+    .expect("a head and part of a body");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    println!("a body that stops after 10 of 100 bytes: {text:?}");
+    assert!(read.is_ok(), "answered and closed");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""error":"request_timeout""#), "{text}");
+
+    // A kept-alive connection that sends nothing after its request is closed.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: feed\r\n\r\n")
+        .await
+        .expect("request");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    println!(
+        "an idle kept-alive connection: ended {:?} after {:?}",
+        read.as_ref().map(|r| r.as_ref().map_err(|e| e.kind())),
+        text
+    );
+    assert!(read.is_ok(), "the server closed the idle connection");
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains(r#"{"status":"ok"}"#),
+        "{text}"
+    );
+    assert!(
+        !text.to_ascii_lowercase().contains("connection: close"),
+        "it was kept alive first: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_http_max_connections_the_listener_waits_until_one_closes() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Two workers, two connections each.
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("HTTP_MAX_CONNECTIONS", "4".into()),
+            ("FEED_MAX_CLIENTS", "4".into()),
+            // A stream whose client left is noticed within a second.
+            ("FEED_HEARTBEAT_SECS", "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(app.feed("?history=0", None).await);
+    }
+    let addr: std::net::SocketAddr = app
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    // The fifth: the kernel completes the handshake, but nobody serves it.
+    let mut fifth = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    fifth
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: feed\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    let waited = tokio::time::timeout(Duration::from_millis(1500), fifth.read(&mut [0u8; 1])).await;
+    assert!(
+        waited.is_err(),
+        "not served while four connections are open"
+    );
+    // One closes: the fifth is served.
+    drop(held.pop());
+    let read = tokio::time::timeout(crate::helpers::DEADLINE, fifth.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    println!("the fifth connection, once one of four closed: {text:?}");
+    assert!(read.is_ok());
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }

@@ -5,6 +5,7 @@
 
 mod auth;
 mod bot;
+mod broker;
 mod faults;
 mod feed;
 mod health;

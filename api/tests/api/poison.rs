@@ -270,7 +270,8 @@ async fn a_dead_letter_is_replayed_after_the_fix() {
 
 /// A trigger in the test's own schema that fails the inserts of messages
 /// whose content starts with `conflict` with the errors a racing writer causes
-/// (on CockroachDB, or when the counter row's lock is bypassed), three times.
+/// (on CockroachDB, or when the counter row's lock is bypassed), three times,
+/// then once the `40003` of a commit whose outcome is unknown.
 const CONFLICTS: &str = "
     CREATE SEQUENCE test_conflicts;
     CREATE FUNCTION test_conflict() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -280,6 +281,7 @@ const CONFLICTS: &str = "
           WHEN 1 THEN RAISE EXCEPTION 'simulated race on id' USING ERRCODE = 'unique_violation', CONSTRAINT = 'messages_pkey';
           WHEN 2 THEN RAISE EXCEPTION 'simulated race on seq' USING ERRCODE = 'unique_violation', CONSTRAINT = 'messages_seq_key';
           WHEN 3 THEN RAISE EXCEPTION 'simulated restart' USING ERRCODE = 'serialization_failure';
+          WHEN 4 THEN RAISE EXCEPTION 'simulated unknown commit outcome' USING ERRCODE = 'statement_completion_unknown';
           ELSE NULL;
         END CASE;
       END IF;
@@ -309,8 +311,24 @@ async fn conflicts_are_retried_and_never_dead_lettered() {
         letters.len()
     );
     assert!(
-        attempts >= 4,
-        "three simulated conflicts, then success ({attempts})"
+        attempts >= 5,
+        "three simulated conflicts and an unknown outcome, then success ({attempts})"
+    );
+    let text = app.metrics_text().await;
+    let retries =
+        |cause| crate::helpers::metric(&text, "feed_worker_retries_total", &[("cause", cause)]);
+    println!(
+        "retries: conflict {:?}, database {:?}",
+        retries("conflict"),
+        retries("database")
+    );
+    assert!(
+        retries("conflict") >= Some(3.0),
+        "23505 twice and 40001: conflicts"
+    );
+    assert!(
+        retries("database") >= Some(1.0),
+        "40003: retried with backoff, as the database's trouble"
     );
     assert_eq!(app.env.rows_with_id(&id).await, 1);
     assert!(
@@ -439,4 +457,89 @@ async fn a_forged_sequence_number_on_the_processed_topic_is_dropped() {
         feed.next_message().await.expect("next").json()["id"],
         next.as_str()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_fifty_with_one_rejected_record_stores_the_others_in_order() {
+    let app = spawn_app().await;
+    app.env
+        .db
+        .batch_execute("ALTER TABLE messages ADD CONSTRAINT test_no_forbidden CHECK (content NOT LIKE '%forbidden%')")
+        .await
+        .expect("constraint");
+    // The worker takes the first record and waits for the table; the next
+    // fifty arrive meanwhile and make one batch when it is free again.
+    app.env
+        .db
+        .batch_execute("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let producer = app.env.raw_producer();
+    let mut ids = Vec::new();
+    let (partition, _) = send(
+        &producer,
+        &app.env,
+        "kim",
+        envelope(uuid::Uuid::new_v4(), "kim", "first")
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    for i in 0..50 {
+        let id = uuid::Uuid::new_v4();
+        let content = if i == 25 {
+            "a forbidden word".to_owned()
+        } else {
+            format!("batch {i}")
+        };
+        send(
+            &producer,
+            &app.env,
+            "kim",
+            envelope(id, "kim", &content).to_string().as_bytes(),
+        )
+        .await;
+        if i != 25 {
+            ids.push(id.to_string());
+        }
+    }
+    let fetched = eventually(|| async {
+        let (_, body) = app.get_json("/api/ready").await;
+        body["worker"]["partitions"]
+            .as_array()?
+            .iter()
+            .any(|p| p["partition"] == partition && p["lag"] == 51)
+            .then_some(())
+    })
+    .await;
+    assert!(fetched.is_some(), "the worker has seen all 51 records");
+    app.env.db.batch_execute("ROLLBACK").await.expect("unlock");
+    wait_caught_up(&app).await;
+    // The 49 in the order they were sent, after the first; the rejected one dead-lettered.
+    let stored: Vec<String> = app
+        .env
+        .all_rows()
+        .await
+        .into_iter()
+        .skip(1)
+        .map(|(id, _)| id)
+        .collect();
+    let letters = app.env.dead_letters().await;
+    let text = app.metrics_text().await;
+    let batch_over_32 = crate::helpers::metric(&text, "feed_worker_batch_records_count", &[])
+        .unwrap_or_default()
+        - crate::helpers::metric(&text, "feed_worker_batch_records_bucket", &[("le", "32.0")])
+            .unwrap_or_default();
+    println!(
+        "a batch of 50 with a rejected record in the middle: {} stored in order, {} dead letter(s), batches of more than 32 records: {batch_over_32}",
+        stored.len(),
+        letters.len()
+    );
+    assert!(batch_over_32 >= 1.0, "the fifty were one batch");
+    assert_eq!(
+        stored, ids,
+        "the others stored, in the order they were sent"
+    );
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].payload.contains("forbidden"));
 }

@@ -295,3 +295,24 @@ async fn head_works_where_get_does() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_16_kib_is_a_413_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    // No Content-Length: the size is only known as the chunks arrive.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        std::iter::once(Ok(br#"{"user_id":"a","content":""#.to_vec()))
+            .chain((0..17).map(|_| Ok(vec![b'x'; 1024])))
+            .chain(std::iter::once(Ok(br#""}"#.to_vec())))
+            .collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let res = app.post_raw(Some("application/json"), body).await;
+    let status = res.status().as_u16();
+    let json: serde_json::Value = res.json().await.expect("JSON error");
+    println!("17 KiB in chunks: {status} {json}");
+    assert_eq!(status, 413);
+    assert_eq!(json["error"], "payload_too_large");
+    let sentinel = app.post_message("a", "after the big one").await;
+    app.env.wait_persisted(&sentinel).await;
+    assert_eq!(app.env.total_rows().await, 1, "only the sentinel");
+}

@@ -21,11 +21,29 @@ pub struct ApiProcess {
     pub log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A port for an api process, which keeps it across restarts. Taken below
+/// the kernel's ephemeral range, where nothing that binds port 0 (the
+/// in-process apps, every client socket) can land on it between a stop and
+/// a restart; a counter keeps two processes of one run apart.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    // Runs of this binary at once (a developer's and CI's) start apart.
+    let start = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = low + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {ephemeral_low}");
 }
 
 impl ApiProcess {
@@ -119,6 +137,26 @@ impl ApiProcess {
         (status, started.elapsed())
     }
 
+    /// Asserts that the last shutdown kept to its own budget: it completed,
+    /// and no step of it ran out of time (the api logs each that did).
+    pub fn assert_shutdown_in_budget(&self, took: Duration) {
+        let log = std::fs::read_to_string(&self.log).expect("log");
+        println!("{}: SIGTERM to exit {took:?}", self.name);
+        assert!(
+            log.contains("shutdown complete"),
+            "{}: the shutdown completed",
+            self.name
+        );
+        for late in ["did not stop in time", "producer flush incomplete"] {
+            assert!(
+                !log.contains(late),
+                "{}: {late:?} in {}",
+                self.name,
+                self.log.display()
+            );
+        }
+    }
+
     /// Starts the process again, on the same port.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop it first");
@@ -199,7 +237,9 @@ impl ResumingClient {
 
     pub async fn finish(self) -> (String, Received) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if let Err(e) = self.task.await {
+            panic!("client {} failed: {e}", self.label);
+        }
         let got = self.state.lock().expect("lock").clone();
         (self.label, got)
     }
@@ -231,7 +271,8 @@ async fn run_client(
         };
         state.lock().expect("lock").connections += 1;
         if let Some(tx) = opened.take() {
-            let _ = tx.send(());
+            // An error only means `start` stopped waiting (and failed the test).
+            tx.send(()).ok();
         }
         loop {
             let ev = tokio::select! {

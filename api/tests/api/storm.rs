@@ -19,6 +19,10 @@ use crate::faults::FAULT_DEADLINE;
 use crate::helpers::{eventually_within, Api, TestEnv};
 use crate::process::ApiProcess;
 
+/// How long the storm's conditions may take: 9,000 connects and their
+/// history on a debug build sharing two cores with the clients.
+const STORM_DEADLINE: Duration = Duration::from_secs(240);
+
 /// Client processes, and clients in each.
 const PROCESSES: usize = 3;
 const CLIENTS_EACH: usize = 3000;
@@ -126,10 +130,11 @@ impl ReaderProcess {
     }
 }
 
-/// Waits until the api holds `n` feed streams.
-async fn wait_clients(api: &Api, n: usize, what: &str) {
+/// Waits until the api holds `n` feed streams; if it does not, stops the
+/// readers and fails with what they saw.
+async fn wait_clients(api: &Api, n: usize, what: &str, readers: &mut Vec<ReaderProcess>) {
     let last = std::sync::Mutex::new(serde_json::Value::Null);
-    let reached = eventually_within(FAULT_DEADLINE, || {
+    let reached = eventually_within(STORM_DEADLINE, || {
         let api = api.clone();
         let last = &last;
         async move {
@@ -140,11 +145,16 @@ async fn wait_clients(api: &Api, n: usize, what: &str) {
         }
     })
     .await;
-    assert!(
-        reached.is_some(),
-        "{what}: the api holds {} feed streams, not {n}: clients gave up",
-        last.lock().expect("lock")
-    );
+    if reached.is_none() {
+        let mut reports = Vec::new();
+        for r in readers.drain(..) {
+            reports.push(r.finish().await);
+        }
+        panic!(
+            "{what}: the api holds {} feed streams, not {n}; the readers saw {reports:?}",
+            last.lock().expect("lock")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,21 +174,21 @@ async fn a_reconnect_storm_meets_only_answers_an_eventsource_retries() {
         .await
         .expect("history");
     let marker = format!("storm-{}", uuid::Uuid::new_v4().simple());
-    let readers: Vec<ReaderProcess> = (0..PROCESSES)
+    let mut readers: Vec<ReaderProcess> = (0..PROCESSES)
         .map(|_| ReaderProcess::start(&api.api, &marker))
         .collect();
     let total = PROCESSES * CLIENTS_EACH;
-    wait_clients(&api.api, total, "first connects").await;
+    wait_clients(&api.api, total, "first connects", &mut readers).await;
 
     // The restart: every stream ends, every client comes back within 3 s.
     let (status, took) = api.terminate().await;
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     api.restart().await;
-    wait_clients(&api.api, total, "after the restart").await;
+    wait_clients(&api.api, total, "after the restart", &mut readers).await;
     api.api.post_message("storm", &marker).await;
     // Every client resumed after the history it had: the restarted api has
     // sent nothing else, one event per client.
-    let delivered = eventually_within(FAULT_DEADLINE, || async {
+    let delivered = eventually_within(STORM_DEADLINE, || async {
         let text = api.api.metrics_text().await;
         let sent = crate::helpers::metric(&text, "feed_sse_events_sent_total", &[])?;
         (sent >= total as f64).then_some(())
