@@ -21,9 +21,24 @@ DATA="$PWD/.data"
 PG_PORT=${FEED_PG_PORT:-55432}
 KAFKA_PORT=${FEED_KAFKA_PORT:-9092}
 API_PORT=${PORT:-8090}
+# Docker mode publishes the api on FEED_API_PORT (docker-compose.yaml), never
+# on PORT: inside the container the api always listens on 8090.
+DOCKER_API_PORT=${FEED_API_PORT:-8090}
 
 compose() {
   if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
+}
+
+# Every service, those under a profile (Prometheus) included: Compose v2 stops
+# only the services of active profiles, and takes '*' for all of them; v1 has
+# no '*' but its down and rm already cover every service of the file.
+compose_all() { COMPOSE_PROFILES='*' compose "$@"; }
+
+# rm -v deletes the containers' anonymous volumes only (the apache/kafka
+# image declares some); the named data volumes stay.
+docker_stop() {
+  compose_all rm -s -f -v
+  compose_all down
 }
 
 use_docker() {
@@ -54,7 +69,7 @@ start_api() {
   echo $! >"$DATA/api.pid"
 }
 
-ready_json() { curl -s --max-time 3 "http://127.0.0.1:$API_PORT/api/ready" 2>/dev/null || true; }
+ready_json() { curl -s --max-time 3 "http://127.0.0.1:${1:-$API_PORT}/api/ready" 2>/dev/null || true; }
 
 native_up() {
   mkdir -p "$DATA"
@@ -175,22 +190,22 @@ docker_up() {
   log "Waiting for /api/ready..."
   local i
   for ((i = 0; i < 300; i++)); do
-    if ready_json | grep -q '"ready"'; then break; fi
+    if ready_json "$DOCKER_API_PORT" | grep -q '"ready"'; then break; fi
     sleep 1
   done
-  ready_json | grep -q '"ready"' || die "the api is not ready after 300 s; see: docker compose logs api"
+  ready_json "$DOCKER_API_PORT" | grep -q '"ready"' || die "the api is not ready after 300 s; see: docker compose logs api"
   cat <<MSG
 
 The feed is running in Docker (Apache Kafka, CockroachDB roach1 + roach2).
 
-  Open the feed in a browser:  http://localhost:8090/      (status: http://localhost:8090/status)
-  Feed (SSE):   curl -N http://localhost:8090/api/feed
-  Post:         curl -X POST http://localhost:8090/api/messages -H 'Content-Type: application/json' \\
+  Open the feed in a browser:  http://localhost:$DOCKER_API_PORT/      (status: http://localhost:$DOCKER_API_PORT/status)
+  Feed (SSE):   curl -N http://localhost:$DOCKER_API_PORT/api/feed
+  Post:         curl -X POST http://localhost:$DOCKER_API_PORT/api/messages -H 'Content-Type: application/json' \\
                      -d '{"user_id":"alice","content":"Hello, feed!"}'
   CockroachDB admin UI: http://localhost:8080 (roach1), http://localhost:8081 (roach2)
-  Metrics:      curl http://localhost:8090/metrics  (Prometheus: docker compose --profile monitoring up -d)
+  Metrics:      curl http://localhost:$DOCKER_API_PORT/metrics  (Prometheus: docker compose --profile monitoring up -d)
   Logs:         docker compose logs -f api bot
-  Stop:         bash start.sh stop   (keeps the data volumes; docker compose down -v deletes them)
+  Stop:         bash start.sh stop   (keeps the data volumes; docker compose --profile '*' down -v deletes them)
 
 MSG
 }
@@ -199,9 +214,9 @@ case "$CMD" in
   up | start)
     if use_docker; then docker_up; else native_up; fi ;;
   stop | down)
-    if use_docker; then compose down; else native_stop; fi ;;
+    if use_docker; then docker_stop; else native_stop; fi ;;
   status)
-    if use_docker; then compose ps; echo "ready: $(ready_json)"; else native_status; fi ;;
+    if use_docker; then compose_all ps; echo "ready: $(ready_json "$DOCKER_API_PORT")"; else native_status; fi ;;
   logs)
     if use_docker; then compose logs -f api bot; else tail -F "$DATA/api.log" "$DATA/bot.log"; fi ;;
   *)

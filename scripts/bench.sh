@@ -11,12 +11,16 @@
 #      limit), alternating, BENCH_RUNS (3) times; medians and ratios
 #   5. the same 10,000 clients spread over two instances
 #   6. the worker's database transaction alone (persist-ceiling) at batch sizes 1 to 500
+#   7. home timelines: 10,000 home streams over 1,000 readers each following 20 (Zipf) at
+#      100 posts/s, next to 10,000 unfiltered streams at 10 posts/s: CPU per delivered
+#      event, end-to-end latency, memory per stream; then opening a home stream at 5,000
+#      follows, with PostgreSQL's plan of its history query
 #
 #   bash start.sh && bash scripts/bench.sh      (uses the running native stack, or starts it)
 #
 # Everything runs on 127.0.0.1. Results also go to .data/bench/*.json.
 # BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run;
-# BENCH_ONLY=fanout runs only section 4 (for tuning).
+# BENCH_ONLY=fanout runs only section 4, BENCH_ONLY=home only section 7 (for tuning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/native.sh
@@ -61,7 +65,7 @@ echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(un
 echo "== limits raised for the load generator on 127.0.0.1: POST_RATE_PER_MINUTE=$POST_RATE_PER_MINUTE POST_RATE_BURST=$POST_RATE_BURST FEED_MAX_CLIENTS_PER_IP=$FEED_MAX_CLIENTS_PER_IP FEED_DB_WAIT_MS=$FEED_DB_WAIT_MS (FEED_MAX_CLIENTS and HTTP_MAX_CONNECTIONS derived from the open-file limit: $(ulimit -n))"
 echo "== broker: Tansu $(tansu --version 2>/dev/null | awk '{print $2}') (SQLite storage in .data/tansu.db); database: PostgreSQL $(psql --version | awk '{print $3}') (.data/pg)"
 
-if [ "$ONLY" != fanout ]; then
+if [ "$ONLY" = all ]; then
 echo
 echo "== 1. broker ceiling: raw produce with the api's producer settings, more and more records in flight until it stops rising"
 : >"$OUT/ceiling.txt"
@@ -87,7 +91,7 @@ echo "  $HEALTH requests/s, p99 $(json_field "$OUT/health.json" "d['request_late
 
 fi
 
-[ "$ONLY" != fanout ] && echo && echo "== 3. ingest: highest POST rate sustained for ${SECS} s with every message persisted and delivered"
+[ "$ONLY" = all ] && echo && echo "== 3. ingest: highest POST rate sustained for ${SECS} s with every message persisted and delivered"
 # CPU time (clock ticks) of the processes on the machine, to say which one limits ingest.
 TANSU_PID=$(cat .data/tansu.pid 2>/dev/null || pgrep -x tansu | head -n 1)
 TICK=$(getconf CLK_TCK)
@@ -161,7 +165,7 @@ print(f"  {rate:>6.0f}/s: {'pass' if ok else 'FAIL'}  accepted {d['accepted']}/{
 sys.exit(0 if ok else 1)
 PY
 }
-if [ "$ONLY" != fanout ]; then
+if [ "$ONLY" = all ]; then
 lo=0; hi=$CEILING; best=0
 rate=$(( CEILING / 2 ))
 for _ in 1 2 3 4 5; do
@@ -189,9 +193,10 @@ if [ "$best" -gt 0 ]; then
 fi
 fi
 
-# Resident memory of all api instances under test, in KiB.
+# Resident memory of all api instances under test, in KiB; their CPU in clock ticks.
 API_PIDS=$API_PID
 rss_all() { local p t=0; for p in $API_PIDS; do t=$(( t + $(rss_kib "$p") )); done; echo "$t"; }
+api_ticks() { local p t=0; for p in $API_PIDS; do t=$(( t + $(ticks "$p") )); done; echo "$t"; }
 
 fanout_run() { # label clients post-url feed-url... -> prints a line, writes $OUT/fanout-<label>.json
   local label=$1 clients=$2 post=$3; shift 3
@@ -211,24 +216,34 @@ fanout_run() { # label clients post-url feed-url... -> prints a line, writes $OU
   done
   before=$(rss_all)
   [ "$post" = "$API" ] && metrics_snapshot >"$OUT/.metrics-before"
-  $BOT load --url "$post" --rate 10 --connections 4 --duration "$FANOUT_SECS" --clients "$clients" "${feeds[@]}" --drain 20 --json "$f" >/dev/null 2>"$OUT/fanout-$label.log" &
+  local t0 extra=()
+  t0=$(api_ticks)
+  # FANOUT_RATE and FANOUT_ARGS (home streams, section 7) change the load.
+  read -r -a extra <<<"${FANOUT_ARGS:-}"
+  $BOT load --url "$post" --rate "${FANOUT_RATE:-10}" --connections 4 --duration "$FANOUT_SECS" --clients "$clients" "${feeds[@]}" "${extra[@]}" --drain 20 --json "$f" >/dev/null 2>"$OUT/fanout-$label.log" &
   local pid=$! peak=0 r
   while kill -0 "$pid" 2>/dev/null; do
     r=$(rss_all); [ "$r" -gt "$peak" ] && peak=$r
     sleep 1
   done
   wait "$pid" || true
+  local cpu_ticks=$(( $(api_ticks) - t0 ))
   if [ "$post" = "$API" ]; then metrics_snapshot >"$OUT/.metrics-after"; stages=$(stage_means "$OUT/.metrics-before" "$OUT/.metrics-after"); fi
-  python3 - "$f" "$before" "$peak" "$clients" "$label" "$stages" <<'PY'
+  python3 - "$f" "$before" "$peak" "$clients" "$label" "$stages" "$cpu_ticks" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); before, peak, clients = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]); dl = d["delivery"]
 per = (peak - before) / clients if clients else 0
 d["api_stages_mean"] = json.loads(sys.argv[6])
 d["resident_kib_per_connection"] = round(per, 1)
+cpu_s = int(sys.argv[7]) / int(sys.argv[8])
+d["api_cpu_s"] = round(cpu_s, 2)
+d["api_cpu_us_per_delivered_event"] = round(cpu_s * 1e6 / max(dl["events_received"], 1), 2)
 json.dump(d, open(sys.argv[1], "w"), indent=2)
 print(f"  {sys.argv[5]}: {dl['clients_connected']}/{clients} connected, end-to-end p50 {dl['end_to_end']['p50_ms']:.1f} ms p99 {dl['end_to_end']['p99_ms']:.1f} ms max {dl['end_to_end']['max_ms']:.1f} ms, "
       f"received {dl['events_received']} (missed {dl['missed_total']}, twice {dl['duplicates_total']}, lagged clients {dl['clients_lagged']}), "
-      f"resident memory {before // 1024} -> {peak // 1024} MiB = {per:.1f} KiB per connection"
+      f"resident memory {before // 1024} -> {peak // 1024} MiB = {per:.1f} KiB per connection, "
+      f"api CPU {d['api_cpu_s']} s = {d['api_cpu_us_per_delivered_event']} us per delivered event"
+      + (f", from authors not followed {dl['unwanted_total']}" if "unwanted_total" in dl else "")
       + (f"; api stage means {d['api_stages_mean']}" if d["api_stages_mean"] else ""))
 PY
 }
@@ -254,6 +269,60 @@ print(f"  {n} clients, medians of {runs}: ours p50 {r['ours']['p50_ms']:.1f} ms 
       f"ceiling p50 {r['ceiling']['p50_ms']:.1f} ms p99 {r['ceiling']['p99_ms']:.1f} ms | ratio p50 {r['p50_ratio']} p99 {r['p99_ratio']}")
 PY
 }
+
+# Restarts the api (same settings) and points API_PID(S) at the new process.
+fresh_api() {
+  stop_pidfile .data/api.pid api feed-api
+  bash start.sh >/dev/null
+  API_PID=$(cat .data/api.pid)
+  API_PIDS=$API_PID
+}
+
+home_section() {
+  echo
+  echo "== 7. home timelines: 10,000 streams over 1,000 readers each following 20 (Zipf: reader i follows user j with weight 1/(j+1)), 100 posts/s from those 1,000 users, next to 10,000 unfiltered streams at 10 posts/s (about the same deliveries per second), ${FANOUT_SECS} s each"
+  local n=${BENCH_HOME_CLIENTS:-10000} readers=${BENCH_HOME_READERS:-1000} db
+  db=$(pg_superuser_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)
+  # A graph of the run's own: earlier runs' follows go (the bot's too; it makes them again at its next start).
+  psql -q "$db" -c "DELETE FROM follows; UPDATE follow_versions SET version = version + 1;" >/dev/null
+  # Each run on a fresh api process, so neither inherits the other's freed memory.
+  fresh_api
+  FANOUT_RATE=10 FANOUT_ARGS="--users $readers" fanout_run "home-unfiltered-$n" "$n" "$API" "$API"
+  # The follows first, outside the measured run (its CPU is the deliveries').
+  $BOT load --url "$API" --users "$readers" --home-readers "$readers" --follows 20 --clients 0 --rate 1 --duration 0.1 >/dev/null 2>&1
+  echo "  follows made: $(psql -tA "$db" -c 'SELECT count(*) FROM follows'), followers of the most followed: $(psql -tA "$db" -c 'SELECT count(*) FROM follows GROUP BY target ORDER BY 1 DESC LIMIT 1'), median: $(psql -tA "$db" -c 'SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY n) FROM (SELECT count(*) AS n FROM follows GROUP BY target) c')"
+  fresh_api
+  FANOUT_RATE=100 FANOUT_ARGS="--users $readers --home-readers $readers --keep-follows" fanout_run "home-$n" "$n" "$API" "$API"
+  echo
+  echo "== 7a. memory of idle streams: 10,000 unfiltered, then 10,000 home streams (the graph above), 1 post every 10 s for 20 s, each on a fresh api"
+  fresh_api
+  FANOUT_SECS=20 FANOUT_RATE=0.1 FANOUT_ARGS="--users $readers" fanout_run "idle-unfiltered-$n" "$n" "$API" "$API"
+  fresh_api
+  FANOUT_SECS=20 FANOUT_RATE=0.1 FANOUT_ARGS="--users $readers --home-readers $readers --keep-follows" fanout_run "idle-home-$n" "$n" "$API" "$API"
+  echo
+  echo "== 7b. opening a home stream at 5,000 follows (history=100), and PostgreSQL's plan of its history query"
+  # The heavy reader follows the 1,000 posting users and 4,000 who never posted.
+  psql -q "$db" -c "DELETE FROM follows WHERE user_id = 'bench_heavy_reader';
+    INSERT INTO follows (user_id, target) SELECT 'bench_heavy_reader', user_id FROM (SELECT DISTINCT user_id FROM messages LIMIT 1000) u;
+    INSERT INTO follows (user_id, target) SELECT 'bench_heavy_reader', 'bench_silent_' || i FROM generate_series(1, 5000 - (SELECT count(*) FROM follows WHERE user_id = 'bench_heavy_reader')) i;
+    INSERT INTO follow_versions (user_id, version) VALUES ('bench_heavy_reader', 1) ON CONFLICT (user_id) DO UPDATE SET version = follow_versions.version + 1;" >/dev/null
+  echo "  follows: $(psql -tA "$db" -c "SELECT count(*) FROM follows WHERE user_id = 'bench_heavy_reader'"), messages in the table: $(psql -tA "$db" -c 'SELECT count(*) FROM messages')"
+  local times=() i
+  for i in 1 2 3 4 5 6 7; do
+    times+=("$(curl -s -o /dev/null --max-time 2 -w '%{time_starttransfer}' "$API/api/feed?home=bench_heavy_reader&history=100" || true)")
+  done
+  echo "  time to the first byte of the stream (authors and history read), 7 tries: ${times[*]} s"
+  printf '%s\n' "${times[@]}" >"$OUT/home-open.txt"
+  psql -q "$db" >"$OUT/home-explain.txt" <<'SQL'
+SELECT array_agg(target) || ARRAY['bench_heavy_reader'] AS authors FROM follows WHERE user_id = 'bench_heavy_reader' \gset
+PREPARE history(int8, int8, text[]) AS
+  SELECT seq, id, user_id, content, created_at FROM messages
+  WHERE seq < $1 AND deleted_at IS NULL AND user_id = ANY($3) ORDER BY seq DESC LIMIT $2;
+EXPLAIN (ANALYZE, BUFFERS) EXECUTE history(9223372036854775807, 100, :'authors');
+SQL
+  sed 's/^/  /' "$OUT/home-explain.txt"
+}
+if [ "$ONLY" = home ]; then home_section; log "Done (BENCH_ONLY=home). JSON reports in $OUT/"; exit 0; fi
 
 echo
 echo "== 4. fan-out on one instance next to the machine's ceiling: 10 msg/s for ${FANOUT_SECS} s; sse-ceiling (in-memory, no broker, no database) under the same load, alternating, ${RUNS} runs each"
@@ -302,6 +371,8 @@ import json, sys
 for line in sys.stdin:
     d = json.loads(line)
     print(f\"  {d['writers']} writer(s), batch {d['batch']:>3}: {d['commits_per_s']:>6.0f} commits/s = {d['messages_per_s']:>7.0f} messages/s, commit p50 {d['commit_p50_ms']} ms p99 {d['commit_p99_ms']} ms\")"
+
+home_section
 
 echo
 log "Done. JSON reports in $OUT/"

@@ -145,7 +145,7 @@ pg_start() {
     secret "$data" pg-superuser-password >"$pwdir/pw"
     chown -R postgres:postgres "$pwdir"
     runuser -u postgres -- "$bin/initdb" -D "$dir" -U postgres --auth=scram-sha-256 --pwfile="$pwdir/pw" \
-      -E UTF8 >"$data/initdb.log" 2>&1 || { rm -rf "$pwdir"; die "initdb failed; see $data/initdb.log"; }
+      -E UTF8 --locale=C >"$data/initdb.log" 2>&1 || { rm -rf "$pwdir"; die "initdb failed; see $data/initdb.log"; }
     rm -rf "$pwdir"
   fi
   if ! runuser -u postgres -- "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then

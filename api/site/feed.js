@@ -1,5 +1,6 @@
 // The live feed page (GET /): one EventSource per tab on /api/feed, a post
-// form, a user filter kept in the URL and "load older" through pages.
+// form, a user filter or a home timeline kept in the URL (?user_id=,
+// ?home=), follow buttons, and "load older" through pages.
 // The contract it relies on is docs/API.md; everything user-supplied is
 // rendered with textContent, never as HTML.
 'use strict';
@@ -25,7 +26,16 @@
 
   /** cursor (BigInt) -> <li>, for exactly-once display in cursor order. */
   const shown = new Map();
+  /** Ids of messages deleted while this tab was open: never shown again
+   * (an older page fetched before the deletion may still carry one). */
+  const deleted = new Set();
+  const MAX_DELETED = 10000;
   let filter = '';
+  /** The reader whose home timeline is shown ('' for none). */
+  let home = '';
+  /** Whom `followsOf` follows, for the buttons next to each author. */
+  let follows = new Set();
+  let followsOf = '';
   let source = null;
   let opened = false;
   let reopenDelay = REOPEN_MIN_MS;
@@ -68,6 +78,13 @@
       ? timeFormat.format(created)
       : dateFormat.format(created);
     meta.append(user, time);
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'follow';
+    button.dataset.user = message.user_id;
+    button.addEventListener('click', () => toggleFollow(message.user_id));
+    setButton(button);
+    meta.append(button);
     const content = document.createElement('p');
     content.className = 'content';
     content.textContent = message.content;
@@ -83,7 +100,7 @@
     } catch {
       return;
     }
-    if (shown.has(cursor)) return;
+    if (shown.has(cursor) || deleted.has(message.id)) return;
     const li = render(message, cursor);
     // Live messages go on top and older pages at the bottom; anything else
     // walks the list to its place.
@@ -106,6 +123,28 @@
         oldest.remove();
         olderDone = false;
       }
+    }
+    updateEmpty();
+  }
+
+  /** Removes a deleted message, now and for good. */
+  function remove(id, cursorText) {
+    deleted.add(id);
+    if (deleted.size > MAX_DELETED) deleted.delete(deleted.values().next().value);
+    let cursor = null;
+    try {
+      cursor = BigInt(cursorText);
+    } catch {
+      // Found by id below.
+    }
+    let li = cursor !== null ? shown.get(cursor) : undefined;
+    if (!li) {
+      li = [...list.children].find((el) => el.dataset.id === id);
+      if (li) cursor = BigInt(li.dataset.cursor);
+    }
+    if (li) {
+      li.remove();
+      shown.delete(cursor);
     }
     updateEmpty();
   }
@@ -144,6 +183,7 @@
   function feedUrl(resumeFrom) {
     const query = new URLSearchParams();
     if (filter) query.set('user_id', filter);
+    if (home) query.set('home', home);
     if (resumeFrom !== undefined) query.set('last_event_id', resumeFrom.toString());
     const q = query.toString();
     return '/api/feed' + (q ? '?' + q : '');
@@ -195,6 +235,17 @@
       show(message, event.lastEventId);
       if (notice.dataset.kind === 'lagged') say('');
     });
+    es.addEventListener('delete', (event) => {
+      if (es !== source) return;
+      let deletion;
+      try {
+        deletion = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      lastId = event.lastEventId;
+      remove(deletion.id, deletion.cursor);
+    });
     es.addEventListener('reset', (event) => {
       if (es !== source) return;
       // The server could not resume from our cursor (too old, or unknown):
@@ -241,6 +292,7 @@
     if (!last) return;
     const query = new URLSearchParams({ before: last.dataset.cursor, limit: String(PAGE) });
     if (filter) query.set('user_id', filter);
+    if (home) query.set('home', home);
     const wanted = generation;
     loadMore.disabled = true;
     try {
@@ -263,11 +315,12 @@
     }
   }
 
-  // ---- the filter ---------------------------------------------------------
+  // ---- the view: everyone, one user, or a home timeline ----------------------
 
-  function setFilter(value, push, quiet = false) {
-    const input = $('filter');
-    const error = $('filter-error');
+  /** Shows `kind` ('user_id' or 'home') of `value` ('' for everyone). */
+  function setView(kind, value, push, quiet = false) {
+    const input = $(kind === 'home' ? 'home' : 'filter');
+    const error = $(kind === 'home' ? 'home-error' : 'filter-error');
     value = value.trim();
     if (value && !USER_ID.test(value)) {
       error.textContent = 'A user is 1 to 64 letters, digits, "_", "." or "-".';
@@ -277,33 +330,165 @@
       if (!quiet) input.focus();
       return;
     }
-    error.hidden = true;
-    input.removeAttribute('aria-invalid');
-    input.value = value;
-    $('clear-filter').hidden = !value;
-    if (value === filter && source) return;
-    filter = value;
+    for (const id of ['filter-error', 'home-error']) $(id).hidden = true;
+    for (const id of ['filter', 'home']) $(id).removeAttribute('aria-invalid');
+    const wantFilter = kind === 'user_id' ? value : '';
+    const wantHome = kind === 'home' ? value : '';
+    $('filter').value = wantFilter;
+    $('home').value = wantHome;
+    $('clear-filter').hidden = !wantFilter && !wantHome;
+    if (wantFilter === filter && wantHome === home && source) return;
+    filter = wantFilter;
+    home = wantHome;
     if (push) {
       const url = new URL(location.href);
+      url.searchParams.delete('user_id');
+      url.searchParams.delete('home');
       if (filter) url.searchParams.set('user_id', filter);
-      else url.searchParams.delete('user_id');
-      history.pushState({ user_id: filter }, '', url);
+      if (home) url.searchParams.set('home', home);
+      history.pushState({ user_id: filter, home }, '', url);
     }
-    document.title = filter ? 'Feed: ' + filter : 'Feed';
+    document.title = home ? 'Feed: home of ' + home : filter ? 'Feed: ' + filter : 'Feed';
+    $('feed-heading').textContent = home ? 'Home of ' + home : 'Messages';
+    $('home-panel').hidden = !home;
     clearList();
     say('');
     connect();
+    loadFollows();
+  }
+
+  function setFilter(value, push, quiet = false) {
+    setView('user_id', value, push, quiet);
   }
 
   $('filter-form').addEventListener('submit', (e) => {
     e.preventDefault();
     setFilter($('filter').value, true);
   });
+  $('home-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    setView('home', $('home').value, true);
+  });
   $('clear-filter').addEventListener('click', () => setFilter('', true));
   window.addEventListener('popstate', () => {
-    setFilter(new URLSearchParams(location.search).get('user_id') || '', false);
+    const q = new URLSearchParams(location.search);
+    if (q.get('home')) setView('home', q.get('home'), false);
+    else setFilter(q.get('user_id') || '', false);
   });
   loadMore.addEventListener('click', loadOlder);
+
+  // ---- following ----------------------------------------------------------
+
+  /** Who acts on the follow buttons: the home reader, else the post form's user. */
+  function actor() {
+    if (home) return home;
+    const user = $('user_id').value.trim();
+    return USER_ID.test(user) ? user : '';
+  }
+
+  function setButton(button) {
+    const who = actor();
+    const author = button.dataset.user;
+    button.hidden = !who || who !== followsOf || author === who;
+    const on = follows.has(author);
+    button.textContent = on ? 'Unfollow' : 'Follow';
+    button.setAttribute('aria-label', (on ? 'Unfollow ' : 'Follow ') + author);
+    button.setAttribute('aria-pressed', on ? 'true' : 'false');
+  }
+
+  function refreshButtons() {
+    for (const button of list.querySelectorAll('button.follow')) setButton(button);
+  }
+
+  /** Reads whom the actor follows (all pages), then the counts of a home view. */
+  async function loadFollows() {
+    const who = actor();
+    if (!who) {
+      followsOf = '';
+      follows = new Set();
+      refreshButtons();
+      return;
+    }
+    try {
+      const all = new Set();
+      let after = null;
+      do {
+        const query = new URLSearchParams({ limit: '1000' });
+        if (after) query.set('after', after);
+        const res = await fetch('/api/users/' + encodeURIComponent(who) + '/following?' + query.toString(), { headers: { Accept: 'application/json' } });
+        if (!res.ok) return;
+        const body = await res.json();
+        for (const id of body.following) all.add(id);
+        after = body.next_after;
+      } while (after);
+      if (who !== actor()) return;
+      follows = all;
+      followsOf = who;
+      refreshButtons();
+    } catch {
+      // The buttons stay hidden; the next change of view tries again.
+    }
+    loadCounts();
+  }
+
+  async function loadCounts() {
+    if (!home) return;
+    const who = home;
+    try {
+      const res = await fetch('/api/users/' + encodeURIComponent(who), { headers: { Accept: 'application/json' } });
+      const c = await res.json();
+      if (!res.ok || who !== home) return;
+      const plural = (n, word) => n + ' ' + word + (n === 1 ? '' : 's');
+      $('counts').textContent = who + ' follows ' + c.following + ' · ' + plural(c.followers, 'follower') + ' · ' + plural(c.posts, 'post');
+    } catch {
+      $('counts').textContent = '';
+    }
+  }
+
+  /** Follows or unfollows `target` as the actor. */
+  async function toggleFollow(target, wanted = !follows.has(target)) {
+    const who = actor();
+    if (!who) return false;
+    const error = $('follow-error');
+    error.hidden = true;
+    try {
+      const res = await fetch('/api/users/' + encodeURIComponent(who) + '/following/' + encodeURIComponent(target), {
+        method: wanted ? 'PUT' : 'DELETE',
+        headers: { Accept: 'application/json' },
+      });
+      if (res.status !== 204) {
+        const body = await res.json().catch(() => null);
+        error.textContent = body && body.message ? body.message : 'The server answered ' + res.status + '.';
+        error.hidden = false;
+        return false;
+      }
+      if (wanted) follows.add(target);
+      else follows.delete(target);
+      refreshButtons();
+      loadCounts();
+      // A home view shows the change from the next message on (history is
+      // not rewritten): say so once.
+      if (home) say(wanted ? target + ' followed: their next posts appear here.' : target + ' unfollowed: their next posts will not appear here.', 'follow');
+      return true;
+    } catch {
+      error.textContent = 'Could not reach the server; try again.';
+      error.hidden = false;
+      return false;
+    }
+  }
+
+  $('follow-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const input = $('follow-target');
+    const target = input.value.trim();
+    if (!USER_ID.test(target)) {
+      $('follow-error').textContent = 'A user is 1 to 64 letters, digits, "_", "." or "-".';
+      $('follow-error').hidden = false;
+      input.focus();
+      return;
+    }
+    if (await toggleFollow(target, true)) input.value = '';
+  });
 
   // ---- posting ------------------------------------------------------------
 
@@ -350,6 +535,8 @@
     countChars();
   });
   userInput.addEventListener('input', () => { draftKey = null; });
+  // The post form's user acts on the follow buttons outside a home view.
+  userInput.addEventListener('change', () => { if (!home) loadFollows(); });
   contentInput.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
@@ -410,6 +597,8 @@
     userInput.value = localStorage.getItem('feed.user_id') || '';
   } catch { /* private mode */ }
   countChars();
-  setFilter(new URLSearchParams(location.search).get('user_id') || '', false, true);
-  if (!source) connect(); // an invalid ?user_id= in the address: show everyone
+  const start = new URLSearchParams(location.search);
+  if (start.get('home')) setView('home', start.get('home'), false, true);
+  else setFilter(start.get('user_id') || '', false, true);
+  if (!source) connect(); // an invalid ?user_id= or ?home= in the address: show everyone
 })();

@@ -39,10 +39,12 @@
     check('check-database', s.checks.database);
     check('check-broker', s.checks.broker);
     set('stored', count(s.messages.stored));
+    set('deleted', count(s.messages.deleted));
     set('last-seq', count(s.messages.last_seq));
     set('last-released', count(s.broadcaster.last_released));
     set('held-back', count(s.broadcaster.held_back));
     set('clients', count(s.feed.clients) + ' of at most ' + count(s.feed.max_clients));
+    set('home-streams', count(s.feed.home_streams) + ' (for ' + count(s.feed.home_readers) + (s.feed.home_readers === 1 ? ' reader)' : ' readers)'));
     const minute = s.last_minute;
     set('posts-per-second', minute.posts_per_second.toFixed(1) + ' (' + count(minute.posts) + ' in ' + minute.window_s + ' s)');
     set('delivered', count(minute.delivered));

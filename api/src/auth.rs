@@ -26,6 +26,23 @@ pub struct Auth {
     validation: Validation,
     /// The feed needs a token too (`AUTH_FEED=required`).
     pub feed_required: bool,
+    /// `AUTH_MODERATOR_CLAIM` and `AUTH_MODERATOR_ROLE`.
+    moderator_claim: String,
+    moderator_role: String,
+}
+
+/// The token of `Authorization: Bearer <JWT>`.
+fn bearer(req: &HttpRequest) -> Result<&str, AuthError> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::Missing)
 }
 
 #[derive(Deserialize)]
@@ -34,6 +51,25 @@ struct Claims {
     /// name, rather than as malformed.
     #[serde(default)]
     sub: Option<String>,
+    /// The other claims: the moderator claim is read from them.
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Who asks to delete a message, when tokens are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleter {
+    /// The token's `sub`: the author may delete their own messages.
+    pub user: UserId,
+    /// The token's moderator claim holds the moderator role: may delete any.
+    pub moderator: bool,
+}
+
+impl Deleter {
+    /// May this deleter delete a message of `author`?
+    pub fn may_delete(&self, author: &UserId) -> bool {
+        self.moderator || self.user == *author
+    }
 }
 
 /// Why a token was refused. The message names the reason, never the key.
@@ -59,6 +95,40 @@ pub enum AuthError {
     WrongIssuer,
     #[error("the token is not valid yet (nbf)")]
     NotYetValid,
+}
+
+/// The token checks of one deployment: off (no key configured) or on.
+pub struct Tokens(Option<Auth>);
+
+impl Tokens {
+    pub fn new(auth: Option<Auth>) -> Self {
+        Tokens(auth)
+    }
+
+    /// The poster a request's bearer token names; `None` when tokens are off.
+    pub fn poster(&self, req: &HttpRequest) -> Result<Option<UserId>, AuthError> {
+        self.0.as_ref().map(|auth| auth.poster(req)).transpose()
+    }
+
+    /// Who a `DELETE` request's bearer token names; `None` when tokens are off
+    /// (then anyone may delete, as anyone may post as anyone).
+    pub fn deleter(&self, req: &HttpRequest) -> Result<Option<Deleter>, AuthError> {
+        self.0.as_ref().map(|auth| auth.deleter(req)).transpose()
+    }
+
+    /// With `AUTH_FEED=required`, a reader (feed, pages) must present a valid token.
+    pub fn check_reader(&self, req: &HttpRequest) -> Result<(), AuthError> {
+        self.reader(req).map(|_| ())
+    }
+
+    /// The reader a feed or pages request's token names, when
+    /// `AUTH_FEED=required` (`None` when reads are public).
+    pub fn reader(&self, req: &HttpRequest) -> Result<Option<UserId>, AuthError> {
+        match &self.0 {
+            Some(auth) if auth.feed_required => auth.reader(req).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl AuthError {
@@ -141,11 +211,21 @@ impl Auth {
             key,
             validation,
             feed_required: settings.feed_required,
+            moderator_claim: settings.moderator_claim.clone(),
+            moderator_role: settings.moderator_role.clone(),
         }))
     }
 
     /// The poster a token names.
     pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        self.claims(token).map(|(user, _)| user)
+    }
+
+    /// The user a token names, and its other claims.
+    fn claims(
+        &self,
+        token: &str,
+    ) -> Result<(UserId, serde_json::Map<String, serde_json::Value>), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -167,23 +247,29 @@ impl Auth {
             .claims
             .sub
             .ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
-        UserId::parse(&sub).map_err(|_| AuthError::Subject)
+        let user = UserId::parse(&sub).map_err(|_| AuthError::Subject)?;
+        Ok((user, data.claims.other))
     }
 
     /// The poster of a request with `Authorization: Bearer <JWT>`.
     pub fn poster(&self, req: &HttpRequest) -> Result<UserId, AuthError> {
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
-        self.verify(token)
+        self.verify(bearer(req)?)
+    }
+
+    /// The deleter of a request with `Authorization: Bearer <JWT>`: its
+    /// user, and whether the moderator claim (`AUTH_MODERATOR_CLAIM`, an
+    /// array of strings) holds the moderator role (`AUTH_MODERATOR_ROLE`).
+    pub fn deleter(&self, req: &HttpRequest) -> Result<Deleter, AuthError> {
+        let (user, claims) = self.claims(bearer(req)?)?;
+        let moderator = claims
+            .get(&self.moderator_claim)
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|roles| {
+                roles
+                    .iter()
+                    .any(|r| r.as_str() == Some(&self.moderator_role))
+            });
+        Ok(Deleter { user, moderator })
     }
 
     /// The reader of a feed or pages request: the token in `?access_token=`,

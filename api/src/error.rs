@@ -36,10 +36,17 @@ pub enum ErrorCode {
     InvalidToken,
     ForbiddenUser,
     InvalidIdempotencyKey,
+    InvalidPath,
+    MessageNotFound,
+    MessageDeleted,
+    Forbidden,
+    CannotFollowSelf,
+    TooManyFollows,
+    NotFollowing,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidBody,
@@ -61,6 +68,13 @@ impl ErrorCode {
         ErrorCode::InvalidToken,
         ErrorCode::ForbiddenUser,
         ErrorCode::InvalidIdempotencyKey,
+        ErrorCode::InvalidPath,
+        ErrorCode::MessageNotFound,
+        ErrorCode::MessageDeleted,
+        ErrorCode::Forbidden,
+        ErrorCode::CannotFollowSelf,
+        ErrorCode::TooManyFollows,
+        ErrorCode::NotFollowing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +100,13 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::ForbiddenUser => "forbidden_user",
             ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ErrorCode::InvalidPath => "invalid_path",
+            ErrorCode::MessageNotFound => "message_not_found",
+            ErrorCode::MessageDeleted => "message_deleted",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::CannotFollowSelf => "cannot_follow_self",
+            ErrorCode::TooManyFollows => "too_many_follows",
+            ErrorCode::NotFollowing => "not_following",
         }
     }
 }
@@ -119,6 +140,11 @@ pub fn json_error_builder(
 
 /// The `Retry-After` we ask clients to honour when a dependency is down.
 pub const RETRY_AFTER_SECS: &str = "1";
+
+/// Whole seconds to wait, at least one (`Retry-After` takes seconds).
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
 
 /// Displays an error with its whole cause chain: `outer: inner: root`.
 pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));

@@ -1,5 +1,6 @@
-//! `GET /api/health` (liveness, no dependencies) and `GET /api/ready`
-//! (database and broker both answer); docs/API.md.
+//! What orchestrators and scrapers read: `GET /api/health` (liveness, no
+//! dependencies), `GET /api/ready` (database and broker both answer) and
+//! `GET /metrics` (the registry's exposition with the live values); docs/API.md.
 //!
 //! Readiness also reports the worker's partitions and the broadcaster's
 //! state, without failing on them: a stalled partition is one partition's
@@ -13,8 +14,12 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::error::Chain;
-use crate::state::AppState;
+use crate::broadcast::Broadcaster;
+use crate::error::{json_error, Chain, ErrorCode};
+use crate::kafka::Producer;
+use crate::metrics::{Live, Metrics};
+use crate::store::{Counter, Store};
+use crate::worker::Monitor;
 
 /// How long readiness waits for each dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,13 +53,21 @@ impl Check {
     }
 }
 
+/// What [`check_dependencies`] found.
+pub struct Dependencies {
+    pub database: Check,
+    /// The counter row (sequence and counts), when the database answered.
+    pub counter: Option<Counter>,
+    pub broker: Check,
+}
+
 /// Asks the database and the broker at once, each within [`CHECK_TIMEOUT`];
 /// failures are logged as well as returned. The database check reads the
-/// sequence counter row; its value comes back too (`None` on failure).
-pub async fn check_dependencies(state: &AppState) -> ((Check, Option<i64>), Check) {
+/// sequence counter row, and its value comes back too.
+pub async fn check_dependencies(store: &Store, producer: &Producer) -> Dependencies {
     let database = async {
-        match tokio::time::timeout(CHECK_TIMEOUT, state.store.max_seq()).await {
-            Ok(Ok(last_seq)) => (Check::ok(), Some(last_seq)),
+        match tokio::time::timeout(CHECK_TIMEOUT, store.counter()).await {
+            Ok(Ok(counter)) => (Check::ok(), Some(counter)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %Chain(&e), "readiness: database check failed");
                 let check = Check {
@@ -74,7 +87,7 @@ pub async fn check_dependencies(state: &AppState) -> ((Check, Option<i64>), Chec
         }
     };
     let broker = async {
-        match state.producer.ping(CHECK_TIMEOUT).await {
+        match producer.ping(CHECK_TIMEOUT).await {
             Ok(()) => Check::ok(),
             Err(e) => {
                 tracing::warn!(error = %Chain(&e), "readiness: kafka check failed");
@@ -85,15 +98,25 @@ pub async fn check_dependencies(state: &AppState) -> ((Check, Option<i64>), Chec
             }
         }
     };
-    tokio::join!(database, broker)
+    let ((database, counter), broker) = tokio::join!(database, broker);
+    Dependencies {
+        database,
+        counter,
+        broker,
+    }
 }
 
 /// `GET /api/ready`.
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let ((database, _), kafka) = check_dependencies(&state).await;
-    let ok = database.is_ok() && kafka.is_ok();
-    let worker = worker_report(&state);
-    if let Some(monitor) = &state.worker {
+pub async fn ready(
+    store: web::Data<Store>,
+    producer: web::Data<Producer>,
+    worker: web::Data<Option<Monitor>>,
+    broadcaster: web::Data<Broadcaster>,
+) -> HttpResponse {
+    let deps = check_dependencies(&store, &producer).await;
+    let ok = deps.database.is_ok() && deps.broker.is_ok();
+    let worker = worker.as_ref().as_ref();
+    if let Some(monitor) = worker {
         for p in monitor.partitions().iter().filter(|p| p.stalled) {
             tracing::warn!(
                 partition = p.partition,
@@ -106,9 +129,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
     let body = json!({
         "status": if ok { "ready" } else { "unavailable" },
-        "checks": { "database": database.status, "kafka": kafka.status },
-        "worker": worker,
-        "broadcaster": state.broadcaster.state(),
+        "checks": { "database": deps.database.status, "kafka": deps.broker.status },
+        "worker": worker_report(worker),
+        "broadcaster": broadcaster.state(),
     });
     if ok {
         HttpResponse::Ok().json(body)
@@ -121,8 +144,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 
 /// The worker's partitions (offset, lag, stall) as readiness and the status
 /// page show them.
-pub fn worker_report(state: &AppState) -> serde_json::Value {
-    match &state.worker {
+pub fn worker_report(worker: Option<&Monitor>) -> serde_json::Value {
+    match worker {
         None => json!({ "status": "disabled" }),
         Some(monitor) => {
             let partitions = monitor.partitions();
@@ -138,6 +161,50 @@ pub fn worker_report(state: &AppState) -> serde_json::Value {
                 report["sequence_counter_behind"] = json!(found);
             }
             report
+        }
+    }
+}
+
+/// `GET /metrics`: the text exposition format of OpenMetrics, with the
+/// values that live elsewhere read now.
+pub async fn metrics(
+    metrics: web::Data<Metrics>,
+    broadcaster: web::Data<Broadcaster>,
+    worker: web::Data<Option<Monitor>>,
+    store: web::Data<Store>,
+) -> HttpResponse {
+    let pool = store.pool_status();
+    let (home_streams, home_readers) = broadcaster.home_counts();
+    let live = Live {
+        clients: broadcaster.clients(),
+        home_streams,
+        home_readers,
+        last_released: broadcaster.last_released(),
+        pool_in_use: pool.size.saturating_sub(pool.available),
+        pool_idle: pool.available,
+        partitions: worker
+            .as_ref()
+            .as_ref()
+            .map(Monitor::partitions)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                let stalled = if p.lag > 0 { p.idle_s as i64 } else { 0 };
+                (p.partition, p.lag, stalled)
+            })
+            .collect(),
+    };
+    match metrics.render(&live) {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(text),
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode the metrics");
+            json_error(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::InternalError,
+                "the metrics could not be encoded",
+            )
         }
     }
 }

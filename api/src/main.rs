@@ -1,6 +1,6 @@
 //! The `feed-api` binary: settings from the environment, then the application.
 
-use feed_api::config::{LogFormat, Settings};
+use feed_api::config::{ConfigError, LogFormat, Settings};
 use feed_api::startup::{shutdown_signal, Application};
 use feed_api::telemetry;
 
@@ -30,6 +30,12 @@ async fn main() -> std::process::ExitCode {
     .await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A setting only the application could check (a key that does not parse).
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+            tracing::error!("configuration error: {e}");
+            eprintln!("feed-api: configuration error: {e}");
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = ?e, "feed-api failed");
             std::process::ExitCode::FAILURE

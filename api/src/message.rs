@@ -73,12 +73,104 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
 }
 
-/// A message that has been persisted and given its place in the feed.
+/// A request to take a message down, queued on `events-to-process` like a
+/// post and keyed by the author, so it follows the post on its partition and
+/// the worker always meets the post first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// The message to delete.
+    pub message_id: Uuid,
+    /// Its author (the record's key).
+    pub user_id: UserId,
+    /// When the API accepted the request (millisecond precision).
+    pub requested_at: DateTime<Utc>,
+}
+
+/// What a record of `events-to-process` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Post(Message),
+    Delete(Deletion),
+}
+
+impl Command {
+    /// The author: the record's key, and whom a `?user_id=` filter matches.
+    pub fn user_id(&self) -> &UserId {
+        match self {
+            Command::Post(m) => &m.user_id,
+            Command::Delete(d) => &d.user_id,
+        }
+    }
+
+    /// When the API accepted it.
+    pub fn accepted_at(&self) -> DateTime<Utc> {
+        match self {
+            Command::Post(m) => m.created_at,
+            Command::Delete(d) => d.requested_at,
+        }
+    }
+}
+
+/// What one sequence number of the feed stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message, as posted.
+    Message(Message),
+    /// The deletion of message `message_id`, whose own number was `of`.
+    Deleted {
+        message_id: Uuid,
+        user_id: UserId,
+        of: i64,
+        deleted_at: DateTime<Utc>,
+    },
+    /// A message that has been deleted since: its number is taken, and
+    /// there is nothing to show (a copy read after the deletion).
+    Erased { id: Uuid, user_id: UserId },
+}
+
+/// An event that has been persisted and given its place in the feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sequenced {
     /// Position in the one feed order; the SSE cursor is derived from it.
     pub seq: i64,
-    pub message: Message,
+    pub event: Event,
+}
+
+impl Sequenced {
+    /// Message `message` at number `seq`.
+    pub fn message(seq: i64, message: Message) -> Self {
+        Sequenced {
+            seq,
+            event: Event::Message(message),
+        }
+    }
+
+    /// The author of the message (or of the deleted one).
+    pub fn user_id(&self) -> &UserId {
+        match &self.event {
+            Event::Message(m) => &m.user_id,
+            Event::Deleted { user_id, .. } | Event::Erased { user_id, .. } => user_id,
+        }
+    }
+
+    /// The message's id (or the deleted one's).
+    pub fn message_id(&self) -> Uuid {
+        match &self.event {
+            Event::Message(m) => m.id,
+            Event::Deleted { message_id, .. } => *message_id,
+            Event::Erased { id, .. } => *id,
+        }
+    }
+
+    /// When the API accepted what this number stands for; `None` for an
+    /// erased message (nothing is delivered).
+    pub fn accepted_at(&self) -> Option<DateTime<Utc>> {
+        match &self.event {
+            Event::Message(m) => Some(m.created_at),
+            Event::Deleted { deleted_at, .. } => Some(*deleted_at),
+            Event::Erased { .. } => None,
+        }
+    }
 }
 
 /// Why a field was rejected.
@@ -222,7 +314,8 @@ pub struct PublicMessage<'a> {
     pub created_at: String,
 }
 
-/// Wire format of both topics. `seq` is present only on `events-processed`.
+/// Wire format of a message on both topics. `seq` is present only on
+/// `events-processed`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Envelope {
@@ -237,7 +330,48 @@ struct Envelope {
     seq: Option<i64>,
 }
 
+/// Wire format of a deletion: on `events-to-process` the request, on
+/// `events-processed` with its own `seq` and the deleted message's `of`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeletionEnvelope {
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+    /// The deleted message's id.
+    id: Uuid,
+    user_id: String,
+    deleted_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    of: Option<i64>,
+}
+
+/// Wire format of an erased message on `events-processed`: its number, and
+/// nothing of what it said.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasedEnvelope {
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+    id: Uuid,
+    user_id: String,
+    seq: i64,
+}
+
+/// Only the kind and version, to choose the envelope.
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(rename = "type")]
+    kind: String,
+    version: u32,
+}
+
 const ENVELOPE_TYPE: &str = "message.created";
+const DELETED_TYPE: &str = "message.deleted";
+const ERASED_TYPE: &str = "message.erased";
 const ENVELOPE_VERSION: u32 = 1;
 
 /// A record that cannot be turned back into a message: it goes to the dead-letter topic.
@@ -260,13 +394,49 @@ pub fn encode(message: &Message) -> Vec<u8> {
     encode_envelope(message, None)
 }
 
-/// Encodes a persisted message for `events-processed`.
+/// Encodes a deletion request for `events-to-process`.
+pub fn encode_deletion(d: &Deletion) -> Vec<u8> {
+    to_json(&DeletionEnvelope {
+        kind: DELETED_TYPE.to_owned(),
+        version: ENVELOPE_VERSION,
+        id: d.message_id,
+        user_id: d.user_id.as_str().to_owned(),
+        deleted_at: d.requested_at,
+        seq: None,
+        of: None,
+    })
+}
+
+/// Encodes a persisted event for `events-processed`.
 pub fn encode_sequenced(s: &Sequenced) -> Vec<u8> {
-    encode_envelope(&s.message, Some(s.seq))
+    match &s.event {
+        Event::Message(m) => encode_envelope(m, Some(s.seq)),
+        Event::Deleted {
+            message_id,
+            user_id,
+            of,
+            deleted_at,
+        } => to_json(&DeletionEnvelope {
+            kind: DELETED_TYPE.to_owned(),
+            version: ENVELOPE_VERSION,
+            id: *message_id,
+            user_id: user_id.as_str().to_owned(),
+            deleted_at: *deleted_at,
+            seq: Some(s.seq),
+            of: Some(*of),
+        }),
+        Event::Erased { id, user_id } => to_json(&ErasedEnvelope {
+            kind: ERASED_TYPE.to_owned(),
+            version: ENVELOPE_VERSION,
+            id: *id,
+            user_id: user_id.as_str().to_owned(),
+            seq: s.seq,
+        }),
+    }
 }
 
 fn encode_envelope(m: &Message, seq: Option<i64>) -> Vec<u8> {
-    let envelope = Envelope {
+    to_json(&Envelope {
         kind: ENVELOPE_TYPE.to_owned(),
         version: ENVELOPE_VERSION,
         id: m.id,
@@ -274,22 +444,32 @@ fn encode_envelope(m: &Message, seq: Option<i64>) -> Vec<u8> {
         content: m.content.as_str().to_owned(),
         created_at: m.created_at,
         seq,
-    };
-    // Serialising a struct of strings, a uuid and a timestamp cannot fail.
-    serde_json::to_vec(&envelope).unwrap_or_default()
+    })
 }
 
-fn decode_envelope(payload: Option<&[u8]>) -> Result<(Message, Option<i64>), DecodeError> {
+/// Serialising a struct of strings, numbers, a uuid and a timestamp cannot fail.
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// The payload and the kind of envelope it holds.
+fn kind_of(payload: Option<&[u8]>) -> Result<(&[u8], String), DecodeError> {
     let payload = payload
         .filter(|p| !p.is_empty())
         .ok_or(DecodeError::Empty)?;
-    let e: Envelope = serde_json::from_slice(payload)?;
-    if e.kind != ENVELOPE_TYPE || e.version != ENVELOPE_VERSION {
+    let k: Kind = serde_json::from_slice(payload)?;
+    let known = [ENVELOPE_TYPE, DELETED_TYPE, ERASED_TYPE].contains(&k.kind.as_str());
+    if !known || k.version != ENVELOPE_VERSION {
         return Err(DecodeError::Unsupported {
-            kind: e.kind,
-            version: e.version,
+            kind: k.kind,
+            version: k.version,
         });
     }
+    Ok((payload, k.kind))
+}
+
+fn decode_message(payload: &[u8]) -> Result<(Message, Option<i64>), DecodeError> {
+    let e: Envelope = serde_json::from_slice(payload)?;
     // The API validated already; re-checking keeps records from elsewhere out of the table.
     Ok((
         Message {
@@ -303,17 +483,59 @@ fn decode_envelope(payload: Option<&[u8]>) -> Result<(Message, Option<i64>), Dec
 }
 
 /// Decodes a record of `events-to-process`.
-pub fn decode(payload: Option<&[u8]>) -> Result<Message, DecodeError> {
-    decode_envelope(payload).map(|(m, _)| m)
+pub fn decode(payload: Option<&[u8]>) -> Result<Command, DecodeError> {
+    let (payload, kind) = kind_of(payload)?;
+    match kind.as_str() {
+        ENVELOPE_TYPE => decode_message(payload).map(|(m, _)| Command::Post(m)),
+        DELETED_TYPE => {
+            let e: DeletionEnvelope = serde_json::from_slice(payload)?;
+            Ok(Command::Delete(Deletion {
+                message_id: e.id,
+                user_id: UserId::parse(&e.user_id)?,
+                requested_at: e.deleted_at,
+            }))
+        }
+        _ => Err(DecodeError::Unsupported {
+            kind,
+            version: ENVELOPE_VERSION,
+        }),
+    }
 }
 
 /// Decodes a record of `events-processed`.
 pub fn decode_sequenced(payload: Option<&[u8]>) -> Result<Sequenced, DecodeError> {
-    let (message, seq) = decode_envelope(payload)?;
-    Ok(Sequenced {
-        seq: seq.ok_or(DecodeError::MissingSeq)?,
-        message,
-    })
+    let (payload, kind) = kind_of(payload)?;
+    match kind.as_str() {
+        ENVELOPE_TYPE => {
+            let (message, seq) = decode_message(payload)?;
+            Ok(Sequenced::message(
+                seq.ok_or(DecodeError::MissingSeq)?,
+                message,
+            ))
+        }
+        DELETED_TYPE => {
+            let e: DeletionEnvelope = serde_json::from_slice(payload)?;
+            Ok(Sequenced {
+                seq: e.seq.ok_or(DecodeError::MissingSeq)?,
+                event: Event::Deleted {
+                    message_id: e.id,
+                    user_id: UserId::parse(&e.user_id)?,
+                    of: e.of.ok_or(DecodeError::MissingSeq)?,
+                    deleted_at: e.deleted_at,
+                },
+            })
+        }
+        _ => {
+            let e: ErasedEnvelope = serde_json::from_slice(payload)?;
+            Ok(Sequenced {
+                seq: e.seq,
+                event: Event::Erased {
+                    id: e.id,
+                    user_id: UserId::parse(&e.user_id)?,
+                },
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -348,15 +570,56 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let m = Message::new("alice", "hello").unwrap();
-        assert_eq!(decode(Some(&encode(&m))).unwrap(), m);
-        let s = Sequenced {
-            seq: 42,
-            message: m,
-        };
+        assert_eq!(decode(Some(&encode(&m))).unwrap(), Command::Post(m.clone()));
+        let s = Sequenced::message(42, m.clone());
         assert_eq!(decode_sequenced(Some(&encode_sequenced(&s))).unwrap(), s);
         assert!(matches!(
-            decode_sequenced(Some(&encode(&s.message))),
+            decode_sequenced(Some(&encode(&m))),
             Err(DecodeError::MissingSeq)
+        ));
+        let d = Deletion {
+            message_id: m.id,
+            user_id: m.user_id.clone(),
+            requested_at: now_millis(),
+        };
+        assert_eq!(
+            decode(Some(&encode_deletion(&d))).unwrap(),
+            Command::Delete(d.clone())
+        );
+        assert!(matches!(
+            decode_sequenced(Some(&encode_deletion(&d))),
+            Err(DecodeError::MissingSeq)
+        ));
+        let deleted = Sequenced {
+            seq: 43,
+            event: Event::Deleted {
+                message_id: m.id,
+                user_id: m.user_id.clone(),
+                of: 42,
+                deleted_at: d.requested_at,
+            },
+        };
+        assert_eq!(
+            decode_sequenced(Some(&encode_sequenced(&deleted))).unwrap(),
+            deleted
+        );
+        let erased = Sequenced {
+            seq: 42,
+            event: Event::Erased {
+                id: m.id,
+                user_id: m.user_id.clone(),
+            },
+        };
+        let wire = encode_sequenced(&erased);
+        assert!(
+            !String::from_utf8_lossy(&wire).contains("hello"),
+            "nothing of the content"
+        );
+        assert_eq!(decode_sequenced(Some(&wire)).unwrap(), erased);
+        // An erased message is never a command.
+        assert!(matches!(
+            decode(Some(&wire)),
+            Err(DecodeError::Unsupported { .. })
         ));
     }
 
@@ -386,7 +649,7 @@ mod tests {
             Err(DecodeError::Unsupported { version: 2, .. })
         ));
         record["version"] = 1.into();
-        record["type"] = "message.deleted".into();
+        record["type"] = "message.updated".into();
         assert!(matches!(
             decode(Some(record.to_string().as_bytes())),
             Err(DecodeError::Unsupported { version: 1, .. })

@@ -17,8 +17,7 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use tracing::Instrument as _;
 
-use crate::metrics::{RouteLabels, RouteOnly};
-use crate::state::AppState;
+use crate::metrics::{Metrics, RouteLabels, RouteOnly};
 
 /// The request id header, read and echoed.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -69,11 +68,9 @@ pub async fn observe(
     .to_owned();
     let path = req.path().to_owned();
     let span = tracing::info_span!("request", request_id = %id);
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     // Counted down when this future ends, answered or dropped.
-    let _in_flight = state
-        .as_ref()
-        .map(|s| InFlight::enter(&s.metrics.http_in_flight));
+    let _in_flight = metrics.as_ref().map(|m| InFlight::enter(&m.http.in_flight));
     let mut res = next.call(req).instrument(span.clone()).await?;
     let elapsed = started.elapsed();
     let status = res.status().as_u16();
@@ -82,16 +79,17 @@ pub async fn observe(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    if let Some(state) = state {
-        let m = &state.metrics;
-        m.http_requests
+    if let Some(m) = metrics {
+        m.http
+            .requests
             .get_or_create(&RouteLabels {
                 route: route.clone(),
                 method: method_label.clone(),
                 status,
             })
             .inc();
-        m.http_duration
+        m.http
+            .duration
             .get_or_create(&RouteOnly {
                 route: route.clone(),
                 method: method_label,

@@ -7,35 +7,40 @@
 //! stops in this order (docs/ARCHITECTURE.md, "Shutdown"): stop accepting and finish in-flight
 //! requests, end feed streams, let the worker finish its batch and commit,
 //! flush the producer.
+//!
+//! Handlers are given what they use, each as a `web::Data` of its own
+//! (`Services`), not one state struct that every handler can reach into.
 
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::http::header;
 use actix_web::middleware::{from_fn, Condition};
-use actix_web::{guard, web, App, HttpResponse, Route};
+use actix_web::{web, App};
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
-use crate::broadcast;
-use crate::config::Settings;
-use crate::error::{json_error, json_error_builder, Chain, ErrorCode};
+use crate::auth::{Auth, Tokens};
+use crate::broadcast::{self, Broadcaster};
+use crate::config::{ConfigError, Settings};
+use crate::connection;
+use crate::error::Chain;
+use crate::feed::Feed;
+use crate::ingest::Ingest;
 use crate::kafka::{self, Producer};
-use crate::limits::Limits;
-use crate::metrics::{self, Metrics};
+use crate::limits::admission::{Admission, ReadQueue};
+use crate::limits::{rate, Limits};
+use crate::metrics::Metrics;
 use crate::observe;
 use crate::retry::{self, GaveUp};
+use crate::routes::{self, Endpoints};
 use crate::server::{self, ServeSettings};
-use crate::state::AppState;
+use crate::status::{Instance, StatusCache};
 use crate::store::Store;
-use crate::worker;
-use crate::{connection, feed, health, ingest, site, status};
+use crate::worker::{self, Monitor};
 
 /// Total time a graceful shutdown may take: the process is out within 10 s.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
@@ -49,67 +54,99 @@ pub struct Application {
     server: Server,
     /// `/metrics` on a listener of its own (`METRICS_ADDR`), if configured.
     metrics_server: Option<(u16, Server)>,
-    state: web::Data<AppState>,
+    producer: Producer,
+    shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// What the request handlers are given, each registered as `web::Data`.
+#[derive(Clone)]
+struct Services {
+    ingest: web::Data<Ingest>,
+    feed: web::Data<Feed>,
+    limits: web::Data<Limits>,
+    tokens: web::Data<Tokens>,
+    store: web::Data<Store>,
+    producer: web::Data<Producer>,
+    broadcaster: web::Data<Broadcaster>,
+    worker: web::Data<Option<Monitor>>,
+    metrics: web::Data<Metrics>,
+    status: web::Data<StatusCache>,
+    instance: web::Data<Instance>,
+}
+
+/// The running pipeline: its dependencies and its background tasks.
+struct Pipeline {
+    store: Store,
+    producer: Producer,
+    broadcaster: Broadcaster,
+    worker: Option<Monitor>,
+    metrics: Arc<Metrics>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Services {
+    fn new(
+        settings: &Settings,
+        auth: Option<Auth>,
+        p: &Pipeline,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        Services {
+            ingest: web::Data::new(Ingest {
+                producer: p.producer.clone(),
+                topic: settings.kafka.topic_to_process.clone(),
+                body_timeout: settings.limits.body_timeout,
+            }),
+            feed: web::Data::new(Feed {
+                settings: settings.feed.clone(),
+                store: p.store.clone(),
+                broadcaster: p.broadcaster.clone(),
+                metrics: p.metrics.clone(),
+                shutdown: shutdown.clone(),
+            }),
+            limits: web::Data::new(limits(settings)),
+            tokens: web::Data::new(Tokens::new(auth)),
+            store: web::Data::new(p.store.clone()),
+            producer: web::Data::new(p.producer.clone()),
+            broadcaster: web::Data::new(p.broadcaster.clone()),
+            worker: web::Data::new(p.worker.clone()),
+            metrics: web::Data::from(p.metrics.clone()),
+            status: web::Data::new(StatusCache::default()),
+            instance: web::Data::new(Instance {
+                started: Instant::now(),
+                feed_max_clients: settings.limits.feed_max_clients,
+            }),
+        }
+    }
+
+    /// Makes every service reachable from the handlers of one `App`.
+    fn register(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.ingest.clone())
+            .app_data(self.feed.clone())
+            .app_data(self.limits.clone())
+            .app_data(self.tokens.clone())
+            .app_data(self.store.clone())
+            .app_data(self.producer.clone())
+            .app_data(self.broadcaster.clone())
+            .app_data(self.worker.clone())
+            .app_data(self.metrics.clone())
+            .app_data(self.status.clone())
+            .app_data(self.instance.clone());
+    }
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before any dependency is waited for: a bad key fails at once.
+        let auth = Auth::from_settings(&settings.auth)
+            .map_err(|e| ConfigError::secret(settings.auth.key_variable(), &e.0))?;
         let shutdown = CancellationToken::new();
-        let store = Store::new(&settings.database).context("invalid database settings")?;
-        wait_for("database migrations", &shutdown, || store.migrate()).await?;
-        wait_for("kafka topics", &shutdown, || {
-            kafka::ensure_topics(&settings.kafka)
-        })
-        .await?;
-        let producer =
-            Producer::new(&settings.kafka).context("could not create the Kafka producer")?;
+        let pipeline = start_pipeline(&settings, &shutdown).await?;
+        let services = Services::new(&settings, auth, &pipeline, &shutdown);
 
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
+        let listener = bind_public(&settings)?;
         let port = listener.local_addr()?.port();
-        // Accepted connections inherit these: a stalled client holds at most
-        // the send buffer of kernel memory, and a client that vanished or
-        // stopped reading is cut off after the write timeout.
-        connection::configure_listener(
-            &listener,
-            settings.send_buffer_bytes,
-            settings.limits.write_timeout,
-        )
-        .context("could not set the listener's socket options")?;
-
-        let metrics = Arc::new(Metrics::new());
-        let position = wait_for("broadcaster position", &shutdown, || {
-            broadcast::position(&settings.kafka, &store)
-        })
-        .await?;
-        let (broadcaster, broadcasting) = broadcast::spawn(
-            position,
-            &settings.kafka.topic_processed,
-            &settings.feed,
-            store.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        let mut tasks = vec![("broadcaster", broadcasting)];
-        let worker = if settings.worker.enabled {
-            let (monitor, task) = worker::spawn(
-                &settings.kafka,
-                &settings.worker,
-                store.clone(),
-                producer.clone(),
-                broadcaster.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            )
-            .context("could not create the worker's consumer")?;
-            tasks.push(("worker", task));
-            Some(monitor)
-        } else {
-            None
-        };
-
-        let shutdown_timeout = settings.shutdown_timeout;
         let metrics_listener = match &settings.metrics_addr {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -117,79 +154,56 @@ impl Application {
             ),
             None => None,
         };
-        let limits = Limits::new(&settings.limits, &settings.auth);
-        let auth = Auth::from_settings(&settings.auth)
-            .map_err(|e| anyhow::anyhow!("invalid authentication settings: {e}"))?;
-        let http_limits = settings.limits.clone();
-        let cors_origins = settings.cors_allowed_origins.clone();
-        let state = web::Data::new(AppState {
-            auth,
-            limits,
-            settings,
-            store,
-            producer,
-            broadcaster,
-            worker,
-            metrics,
-            shutdown,
-            started: Instant::now(),
-            status: Default::default(),
-        });
-        let app_state = state.clone();
-        let metrics_here = metrics_listener.is_none();
-        let status_elsewhere = state.settings.status_on_metrics_addr;
         let serve_settings = ServeSettings {
             workers: http_workers(),
-            max_connections: http_limits.max_connections,
-            head_timeout: http_limits.request_timeout,
-            keep_alive: http_limits.keep_alive,
-            shutdown_timeout,
+            max_connections: settings.limits.max_connections,
+            head_timeout: settings.limits.request_timeout,
+            keep_alive: settings.limits.keep_alive,
+            shutdown_timeout: settings.shutdown_timeout,
         };
+        let public = Endpoints {
+            api: true,
+            metrics: metrics_listener.is_none(),
+            status: !settings.status_on_metrics_addr,
+        };
+        let cors_origins = settings.cors_allowed_origins.clone();
+        let app_services = services.clone();
         let server = server::serve(listener, &serve_settings, move || {
             App::new()
-                .app_data(app_state.clone())
+                .configure(|cfg| app_services.register(cfg))
                 .wrap(from_fn(server::head_without_body))
                 .wrap(Condition::new(
                     !cors_origins.is_empty(),
-                    cors(&cors_origins),
+                    routes::cors(&cors_origins),
                 ))
                 .wrap(from_fn(observe::observe))
-                .configure(|cfg| routes(cfg, metrics_here, !status_elsewhere))
-                .default_service(web::to(not_found))
+                .configure(|cfg| routes::configure(cfg, public))
+                .default_service(web::to(routes::not_found))
         })?;
         tracing::info!(
             port,
-            max_connections = http_limits.max_connections,
-            feed_max_clients = http_limits.feed_max_clients,
+            max_connections = settings.limits.max_connections,
+            feed_max_clients = settings.limits.feed_max_clients,
             "listening"
         );
         let metrics_server = match metrics_listener {
             None => None,
             Some(listener) => {
-                let port = listener.local_addr()?.port();
-                let app_state = state.clone();
-                let metrics_serve = ServeSettings {
-                    workers: 1,
-                    shutdown_timeout: Duration::from_secs(1),
-                    ..serve_settings
+                let private = Endpoints {
+                    api: false,
+                    metrics: true,
+                    status: settings.status_on_metrics_addr,
                 };
-                let server = server::serve(listener, &metrics_serve, move || {
-                    App::new()
-                        .app_data(app_state.clone())
-                        .wrap(from_fn(server::head_without_body))
-                        .configure(|cfg| metrics_routes(cfg, status_elsewhere))
-                        .default_service(web::to(not_found))
-                })?;
-                tracing::info!(port, "metrics listening");
-                Some((port, server))
+                Some(serve_metrics(listener, &serve_settings, services, private)?)
             }
         };
         Ok(Application {
             port,
             server,
             metrics_server,
-            state,
-            tasks,
+            producer: pipeline.producer,
+            shutdown,
+            tasks: pipeline.tasks,
         })
     }
 
@@ -205,7 +219,7 @@ impl Application {
 
     /// A token that stops the application when cancelled (tests use it).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.state.shutdown.clone()
+        self.shutdown.clone()
     }
 
     /// Serves until `signal` completes (or the shutdown token fires), then
@@ -214,7 +228,8 @@ impl Application {
         let Application {
             server,
             metrics_server,
-            state,
+            producer,
+            shutdown,
             tasks,
             ..
         } = self;
@@ -228,7 +243,7 @@ impl Application {
         let mut server_done = false;
         tokio::select! {
             _ = signal => tracing::info!("shutdown requested"),
-            _ = state.shutdown.cancelled() => tracing::info!("shutdown requested"),
+            _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
             res = &mut server_task => {
                 server_done = true;
                 tracing::error!(result = ?res.map(|r| r.map_err(|e| e.to_string())), "HTTP server stopped on its own");
@@ -243,7 +258,7 @@ impl Application {
             handle.pause().await;
         }
         // Feed streams end on the token; the worker finishes its batch.
-        state.shutdown.cancel();
+        shutdown.cancel();
         if !server_done {
             // Stops accepting, waits for in-flight requests (POSTs awaiting acks).
             let stop = async {
@@ -268,7 +283,7 @@ impl Application {
         let left = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_millis(200));
-        if let Err(e) = state.producer.flush(left).await {
+        if let Err(e) = producer.flush(left).await {
             tracing::warn!(error = %Chain(&e), "producer flush incomplete");
         }
         tracing::info!(
@@ -279,86 +294,125 @@ impl Application {
     }
 }
 
-/// Every endpoint. A known path asked with another method answers `405`
-/// with `Allow`; `HEAD` works wherever `GET` does (actix sends no body).
-fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool, with_status: bool) {
-    cfg.service(
-        web::resource("/api/messages")
-            .route(web::post().to(ingest::post_message))
-            .route(get(web::to(feed::pages::list_messages)))
-            .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
+/// Connects to the database and the broker (waiting for them), runs the
+/// migrations, creates missing topics, and starts the broadcaster and, if
+/// enabled, the worker.
+async fn start_pipeline(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Pipeline> {
+    let store = Store::new(&settings.database).context("invalid database settings")?;
+    wait_for("database migrations", shutdown, || store.migrate()).await?;
+    wait_for("kafka topics", shutdown, || {
+        kafka::ensure_topics(&settings.kafka)
+    })
+    .await?;
+    let producer = Producer::new(&settings.kafka).context("could not create the Kafka producer")?;
+    let metrics = Arc::new(Metrics::new());
+    let position = wait_for("broadcaster position", shutdown, || {
+        broadcast::position(&settings.kafka, &store)
+    })
+    .await?;
+    let (broadcaster, broadcasting) = broadcast::spawn(
+        position,
+        &settings.kafka.topic_processed,
+        &settings.feed,
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
     );
-    let mut get_only = vec![
-        ("/", site::handler(&site::FEED_PAGE)),
-        ("/api/feed", web::to(feed::feed)),
-        ("/api/health", web::to(health::health)),
-        ("/api/ready", web::to(health::ready)),
+    let mut tasks = vec![
+        ("broadcaster", broadcasting),
+        (
+            "home timelines",
+            tokio::spawn(crate::home::run(
+                broadcaster.router(),
+                store.clone(),
+                settings.feed.follow_refresh,
+                metrics.clone(),
+                shutdown.clone(),
+            )),
+        ),
     ];
-    if with_metrics {
-        get_only.push(("/metrics", web::to(metrics::endpoint)));
-    }
-    get_only_routes(cfg, get_only, with_status);
-}
-
-/// The routes of the metrics listener (`METRICS_ADDR`): `/metrics`, and the
-/// status pages when `STATUS_ON_METRICS_ADDR` moved them here.
-fn metrics_routes(cfg: &mut web::ServiceConfig, with_status: bool) {
-    get_only_routes(
-        cfg,
-        vec![("/metrics", web::to(metrics::endpoint))],
-        with_status,
-    );
-}
-
-/// Registers `routes`, plus the status page, its JSON and the pages' files
-/// when `with_status`, each answering `GET` and `HEAD` only.
-fn get_only_routes(
-    cfg: &mut web::ServiceConfig,
-    mut routes: Vec<(&'static str, Route)>,
-    with_status: bool,
-) {
-    if with_status {
-        routes.push(("/status", site::handler(&site::STATUS_PAGE)));
-        routes.push(("/api/status", web::to(status::status)));
-    }
-    for file in &site::FILES {
-        routes.push((file.path, site::handler(file)));
-    }
-    for (path, handler) in routes {
-        cfg.service(
-            web::resource(path)
-                .route(get(handler))
-                .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
-        );
-    }
-}
-
-/// Cross-origin access for the origins in `CORS_ALLOWED_ORIGINS` (`actix-cors`):
-/// the feed (with `Last-Event-ID`, and cookies for `AUTH_FEED=required`),
-/// posts and pages. `*` allows any origin, without credentials.
-fn cors(origins: &[String]) -> Cors {
-    let cors = Cors::default()
-        .allowed_methods(["GET", "HEAD", "POST"])
-        .allowed_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            header::HeaderName::from_static("last-event-id"),
-            header::HeaderName::from_static("idempotency-key"),
-            header::HeaderName::from_static("x-request-id"),
-        ])
-        .expose_headers([
-            header::RETRY_AFTER,
-            header::HeaderName::from_static("x-request-id"),
-        ])
-        .max_age(3600);
-    if origins.iter().any(|o| o == "*") {
-        cors.allow_any_origin()
+    let worker = if settings.worker.enabled {
+        let (monitor, task) = worker::spawn(
+            &settings.kafka,
+            &settings.worker,
+            store.clone(),
+            producer.clone(),
+            broadcaster.hand_over_point(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .context("could not create the worker's consumer")?;
+        tasks.push(("worker", task));
+        Some(monitor)
     } else {
-        origins
-            .iter()
-            .fold(cors, |cors, origin| cors.allowed_origin(origin))
-            .supports_credentials()
+        None
+    };
+    Ok(Pipeline {
+        store,
+        producer,
+        broadcaster,
+        worker,
+        metrics,
+        tasks,
+    })
+}
+
+/// The rates, caps and queues the settings ask for.
+fn limits(settings: &Settings) -> Limits {
+    let (l, auth) = (&settings.limits, &settings.auth);
+    Limits {
+        clients: l.trusted_proxies.clone(),
+        posts: rate::PostRate::new(l.post_rate_per_minute, l.post_rate_burst),
+        user_posts: rate::PostRate::new(auth.user_rate_per_minute, auth.user_rate_burst),
+        admission: Admission::new(l.feed_max_clients, l.feed_max_clients_per_ip),
+        reads: ReadQueue::new(l.feed_db_concurrency, l.feed_db_wait),
+        unavailable_retry: l.feed_unavailable_retry,
+        ipv6_prefix: l.ipv6_prefix,
     }
+}
+
+/// Binds the public listener (`HOST`, `PORT`).
+fn bind_public(settings: &Settings) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
+    // Accepted connections inherit these: a stalled client holds at most
+    // the send buffer of kernel memory, and a client that vanished or
+    // stopped reading is cut off after the write timeout.
+    connection::configure_listener(
+        &listener,
+        settings.send_buffer_bytes,
+        settings.limits.write_timeout,
+    )
+    .context("could not set the listener's socket options")?;
+    Ok(listener)
+}
+
+/// Serves `endpoints` on the metrics listener (`METRICS_ADDR`): one worker,
+/// a short shutdown (it stops last, so the shutdown can still be scraped).
+fn serve_metrics(
+    listener: TcpListener,
+    serve_settings: &ServeSettings,
+    services: Services,
+    endpoints: Endpoints,
+) -> anyhow::Result<(u16, Server)> {
+    let port = listener.local_addr()?.port();
+    let settings = ServeSettings {
+        workers: 1,
+        shutdown_timeout: Duration::from_secs(1),
+        ..*serve_settings
+    };
+    let server = server::serve(listener, &settings, move || {
+        App::new()
+            .configure(|cfg| services.register(cfg))
+            .wrap(from_fn(server::head_without_body))
+            .configure(|cfg| routes::configure(cfg, endpoints))
+            .default_service(web::to(routes::not_found))
+    })?;
+    tracing::info!(port, "metrics listening");
+    Ok((port, server))
 }
 
 /// actix's worker threads: one per core, as its default.
@@ -366,30 +420,6 @@ fn http_workers() -> usize {
     std::thread::available_parallelism()
         .map(std::num::NonZeroUsize::get)
         .unwrap_or(1)
-}
-
-/// A route that answers `GET` and `HEAD`.
-fn get(route: Route) -> Route {
-    route.guard(guard::Any(guard::Get()).or(guard::Head()))
-}
-
-async fn method_not_allowed(allow: &'static str) -> HttpResponse {
-    let mut builder = HttpResponse::MethodNotAllowed();
-    builder.insert_header((header::ALLOW, allow));
-    json_error_builder(
-        builder,
-        ErrorCode::MethodNotAllowed,
-        &format!("this endpoint answers {allow}"),
-        None,
-    )
-}
-
-async fn not_found() -> HttpResponse {
-    json_error(
-        actix_web::http::StatusCode::NOT_FOUND,
-        ErrorCode::NotFound,
-        "no such endpoint",
-    )
 }
 
 /// Retries a start-up step while a dependency is not there yet, for up to

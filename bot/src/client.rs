@@ -36,6 +36,7 @@ pub struct Accepted {
 pub struct ApiClient {
     http: reqwest::Client,
     url: String,
+    users_url: String,
     signer: Option<Signer>,
 }
 
@@ -48,6 +49,7 @@ impl ApiClient {
         Ok(ApiClient {
             http,
             url: format!("{api_url}/api/messages"),
+            users_url: format!("{api_url}/api/users"),
             signer: None,
         })
     }
@@ -105,5 +107,56 @@ impl ApiClient {
             status: status.as_u16(),
             body,
         })
+    }
+
+    /// Makes `user_id` follow `target`; `Ok` means the API answered 204.
+    pub async fn follow(&self, user_id: &str, target: &str) -> Result<(), PostError> {
+        let mut req = self
+            .http
+            .put(format!("{}/{user_id}/following/{target}", self.users_url));
+        if let Some(signer) = &self.signer {
+            req = req.bearer_auth(signer.token(user_id).map_err(PostError::Token)?);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| PostError::Unavailable(e.without_url()))?;
+        let status = res.status().as_u16();
+        match status {
+            204 => Ok(()),
+            429 | 500..=599 => Err(PostError::RetryLater {
+                status,
+                retry_after: None,
+            }),
+            _ => Err(PostError::Rejected {
+                status,
+                body: res.text().await.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Deletes one of `user_id`'s own messages; `Ok` means the API answered
+    /// 202. A `404` (the post is still on its way) is a `RetryLater`.
+    pub async fn delete(&self, user_id: &str, id: &str) -> Result<(), PostError> {
+        let mut req = self.http.delete(format!("{}/{id}", self.url));
+        if let Some(signer) = &self.signer {
+            req = req.bearer_auth(signer.token(user_id).map_err(PostError::Token)?);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| PostError::Unavailable(e.without_url()))?;
+        let status = res.status().as_u16();
+        match status {
+            202 => Ok(()),
+            404 | 429 | 500..=599 => Err(PostError::RetryLater {
+                status,
+                retry_after: None,
+            }),
+            _ => Err(PostError::Rejected {
+                status,
+                body: res.text().await.unwrap_or_default(),
+            }),
+        }
     }
 }

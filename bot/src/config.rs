@@ -39,6 +39,14 @@ pub struct BotArgs {
     #[arg(long, env = "BOT_JITTER_SECS", value_name = "BOT_JITTER_SECS", default_value = "2",
           value_parser = seconds)]
     pub jitter: Duration,
+    /// Percent of its own posts each user deletes again, one turn later
+    #[arg(long, env = "BOT_DELETE_PERCENT", value_name = "BOT_DELETE_PERCENT", default_value_t = 5,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub delete_percent: u8,
+    /// Accounts each user follows at start (Zipf-skewed: a few are followed by many)
+    #[arg(long, env = "BOT_FOLLOWS", value_name = "BOT_FOLLOWS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=5000))]
+    pub follows: u32,
     /// Stop after this many posts in total [default: unlimited]
     #[arg(long, env = "BOT_MAX_POSTS", value_name = "BOT_MAX_POSTS")]
     pub max_posts: Option<u64>,
@@ -73,6 +81,10 @@ pub struct BotSettings {
     pub interval: Duration,
     pub jitter: Duration,
     pub max_posts: Option<u64>,
+    /// Percent of its posts a user deletes again.
+    pub delete_percent: u8,
+    /// Accounts each user follows.
+    pub follows: usize,
     /// Secret to sign tokens with, when the api requires them.
     pub jwt_secret: Option<String>,
 }
@@ -98,6 +110,8 @@ impl BotArgs {
             interval: self.interval,
             jitter: self.jitter,
             max_posts: self.max_posts,
+            delete_percent: self.delete_percent,
+            follows: self.follows as usize,
             jwt_secret: self.jwt_secret,
         })
     }
@@ -150,6 +164,7 @@ mod tests {
             ("--interval", "-1", "BOT_INTERVAL_SECS"),
             ("--api-port", "99999", "API_PORT"),
             ("--max-posts", "lots", "BOT_MAX_POSTS"),
+            ("--follows", "5001", "BOT_FOLLOWS"),
         ] {
             let arg = format!("{flag}={value}");
             let err = parse(&[&arg]).expect_err(flag).to_string();

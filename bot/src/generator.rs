@@ -102,6 +102,44 @@ pub fn user_names(count: usize) -> Vec<String> {
         .collect()
 }
 
+/// Who follows whom among `users` simulated users: each follows `per_user`
+/// others (fewer when there are not enough), chosen with Zipf weights
+/// (`1 / (rank + 1)`, rank = the user's index), so a few users have many
+/// followers and most have few, the heavy tail of real follower counts.
+/// Pairs of indexes, `(follower, followed)`, without repeats or self-follows.
+pub fn follow_graph<R: Rng + ?Sized>(
+    rng: &mut R,
+    users: usize,
+    per_user: usize,
+) -> Vec<(usize, usize)> {
+    let cumulative: Vec<f64> = (0..users)
+        .scan(0.0, |sum, rank| {
+            *sum += 1.0 / (rank as f64 + 1.0);
+            Some(*sum)
+        })
+        .collect();
+    let total = cumulative.last().copied().unwrap_or_default();
+    let per_user = per_user.min(users.saturating_sub(1));
+    let mut edges = Vec::with_capacity(users * per_user);
+    for follower in 0..users {
+        let mut chosen = std::collections::BTreeSet::new();
+        // Rejections (self, repeats) are rare once there are a few users;
+        // the bound only keeps a tiny graph from spinning.
+        for _ in 0..per_user * 50 {
+            if chosen.len() == per_user {
+                break;
+            }
+            let x = rng.random_range(0.0..total);
+            let target = cumulative.partition_point(|&c| c <= x).min(users - 1);
+            if target != follower {
+                chosen.insert(target);
+            }
+        }
+        edges.extend(chosen.into_iter().map(|t| (follower, t)));
+    }
+    edges
+}
+
 fn pick<R: Rng + ?Sized>(rng: &mut R, words: &'static [&'static str]) -> &'static str {
     words.choose(rng).copied().unwrap_or_default()
 }
@@ -164,6 +202,32 @@ mod tests {
             "only {} distinct tweets out of 500",
             distinct.len()
         );
+    }
+
+    #[test]
+    fn the_follow_graph_is_skewed_without_self_follows_or_repeats() {
+        let mut rng = rand::rng();
+        let edges = follow_graph(&mut rng, 1000, 20);
+        assert_eq!(edges.len(), 1000 * 20);
+        let distinct: HashSet<&(usize, usize)> = edges.iter().collect();
+        assert_eq!(distinct.len(), edges.len(), "no repeats");
+        assert!(edges.iter().all(|(a, b)| a != b), "no self-follows");
+        let mut followers = vec![0usize; 1000];
+        for (_, b) in &edges {
+            followers[*b] += 1;
+        }
+        // Zipf: the first user is followed by far more than the median one.
+        let mut sorted = followers.clone();
+        sorted.sort_unstable();
+        assert!(
+            followers[0] > 10 * sorted[500].max(1),
+            "{} vs {}",
+            followers[0],
+            sorted[500]
+        );
+        // Three users: each follows the other two.
+        assert_eq!(follow_graph(&mut rng, 3, 5).len(), 6);
+        assert!(follow_graph(&mut rng, 1, 5).is_empty());
     }
 
     #[test]

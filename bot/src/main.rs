@@ -43,8 +43,15 @@ async fn main() -> std::process::ExitCode {
 
     let shutdown = Shutdown::default();
     let counters = Arc::new(Counters::default());
+    let names = generator::user_names(settings.users);
     let mut users = tokio::task::JoinSet::new();
-    for name in generator::user_names(settings.users) {
+    users.spawn(feed_bot::poster::build_follow_graph(
+        names.clone(),
+        client.clone(),
+        settings.clone(),
+        shutdown.clone(),
+    ));
+    for name in names {
         users.spawn(run_user(
             name,
             client.clone(),

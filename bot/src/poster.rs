@@ -19,6 +19,7 @@ pub use tokio_util::sync::CancellationToken as Shutdown;
 pub struct Counters {
     pub posted: AtomicU64,
     pub failed: AtomicU64,
+    pub deleted: AtomicU64,
 }
 
 /// Runs one user until shutdown or until the total post budget is spent.
@@ -38,7 +39,12 @@ pub async fn run_user(
     let mut backoff = Duration::from_millis(500);
     // A message not yet accepted: retried as it was, with its key.
     let mut pending: Option<(String, String)> = None;
+    // One of this user's posts to delete at its next turn.
+    let mut regretted: Option<String> = None;
     loop {
+        if let Some(id) = regretted.take() {
+            delete_own(&client, &user_id, &id, &counters).await;
+        }
         if let Some(max) = settings.max_posts {
             if counters.posted.load(Ordering::Relaxed) >= max {
                 shutdown.cancel();
@@ -56,6 +62,9 @@ pub async fn run_user(
                 counters.posted.fetch_add(1, Ordering::Relaxed);
                 backoff = Duration::from_millis(500);
                 tracing::info!(user_id = %user_id, id = %accepted.id, %content, "posted");
+                if rand::rng().random_range(0..100) < settings.delete_percent {
+                    regretted = Some(accepted.id);
+                }
                 next_interval(&settings)
             }
             Err(PostError::Rejected { status, body }) => {
@@ -80,6 +89,57 @@ pub async fn run_user(
         };
         if !sleep_or_stop(pause, &shutdown).await {
             return;
+        }
+    }
+}
+
+/// Makes the users follow each other ([`generator::follow_graph`]), so
+/// their home timelines (`?home=`) live; each follow is retried with
+/// backoff while the API is unavailable, and given up if it is refused.
+pub async fn build_follow_graph(
+    names: Vec<String>,
+    client: ApiClient,
+    settings: Arc<BotSettings>,
+    shutdown: CancellationToken,
+) {
+    let edges = generator::follow_graph(&mut rand::rng(), names.len(), settings.follows);
+    let mut made = 0usize;
+    for (follower, target) in edges {
+        let (user, target) = (&names[follower], &names[target]);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match client.follow(user, target).await {
+                Ok(()) => {
+                    made += 1;
+                    break;
+                }
+                Err(PostError::Rejected { status, body }) => {
+                    tracing::error!(user_id = %user, %target, status, %body, "follow refused; skipping it");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(user_id = %user, %target, error = %crate::chain(&e), retry_in_ms = backoff.as_millis() as u64, "API unavailable; retrying the follow");
+                    if !sleep_or_stop(backoff, &shutdown).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+    tracing::info!(follows = made, "follow graph built");
+}
+
+/// Deletes one of the user's own posts; a failure is logged and the
+/// deletion given up (the bot's deletions are a demonstration, not a duty).
+async fn delete_own(client: &ApiClient, user_id: &str, id: &str, counters: &Counters) {
+    match client.delete(user_id, id).await {
+        Ok(()) => {
+            counters.deleted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(user_id = %user_id, %id, "deleted one of its posts");
+        }
+        Err(e) => {
+            tracing::warn!(user_id = %user_id, %id, error = %crate::chain(&e), "could not delete a post; leaving it");
         }
     }
 }

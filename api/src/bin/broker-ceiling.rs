@@ -77,58 +77,11 @@ async fn run() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let payload = message::encode(&sample);
 
-    // Produce.
-    let started = Instant::now();
-    let mut pending: FuturesUnordered<InFlight> = FuturesUnordered::new();
-    let mut latencies = Vec::with_capacity(messages);
-    let mut errors = 0usize;
-    for _ in 0..messages {
-        if pending.len() >= in_flight {
-            if let Some((lat, ok)) = pending.next().await {
-                latencies.push(lat);
-                errors += usize::from(!ok);
-            }
-        }
-        let producer = producer.clone();
-        let topic = topic.clone();
-        let payload = payload.clone();
-        pending.push(Box::pin(async move {
-            let t = Instant::now();
-            let ok = producer
-                .send(&topic, b"ceiling_user_1", &payload, &[])
-                .await
-                .is_ok();
-            (t.elapsed().as_nanos() as u64, ok)
-        }));
-    }
-    while let Some((lat, ok)) = pending.next().await {
-        latencies.push(lat);
-        errors += usize::from(!ok);
-    }
-    let produce_s = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let produce_rate = (messages - errors) as f64 / produce_s;
+    let (produce_rate, latencies, errors) =
+        produce(&producer, &topic, &payload, messages, in_flight).await;
 
-    // Consume them back.
-    let consumer: StreamConsumer =
-        kafka::consumer_config(&settings.kafka, &format!("bench-{id}-reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| e.to_string())?;
-    consumer.subscribe(&[&topic]).map_err(|e| e.to_string())?;
-    let mut consumed = 0usize;
-    let first = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await;
-    let consume_started = Instant::now();
-    if matches!(first, Ok(Ok(_))) {
-        consumed = 1;
-        while consumed < messages - errors {
-            match tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await {
-                Ok(Ok(_)) => consumed += 1,
-                _ => break,
-            }
-        }
-    }
-    let consume_rate = consumed as f64 / consume_started.elapsed().as_secs_f64().max(1e-9);
+    let wanted = messages - errors;
+    let (consume_rate, consumed) = consume(&settings, &id, &topic, wanted).await?;
     // Two produces and one consume per message, one after the other on the same broker.
     let pipeline = 1.0 / (2.0 / produce_rate + 1.0 / consume_rate);
 
@@ -153,4 +106,76 @@ async fn run() -> Result<(), String> {
         })
     );
     Ok(())
+}
+
+/// Produces `messages` copies of `payload`, up to `in_flight` awaiting their
+/// acknowledgement at once; returns the rate, the sorted ack latencies and
+/// the number of failed produces.
+async fn produce(
+    producer: &Producer,
+    topic: &str,
+    payload: &[u8],
+    messages: usize,
+    in_flight: usize,
+) -> (f64, Vec<u64>, usize) {
+    let started = Instant::now();
+    let mut pending: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    let mut latencies = Vec::with_capacity(messages);
+    let mut errors = 0usize;
+    for _ in 0..messages {
+        if pending.len() >= in_flight {
+            if let Some((lat, ok)) = pending.next().await {
+                latencies.push(lat);
+                errors += usize::from(!ok);
+            }
+        }
+        let producer = producer.clone();
+        let topic = topic.to_owned();
+        let payload = payload.to_vec();
+        pending.push(Box::pin(async move {
+            let t = Instant::now();
+            let ok = producer
+                .send(&topic, b"ceiling_user_1", &payload, &[])
+                .await
+                .is_ok();
+            (t.elapsed().as_nanos() as u64, ok)
+        }));
+    }
+    while let Some((lat, ok)) = pending.next().await {
+        latencies.push(lat);
+        errors += usize::from(!ok);
+    }
+    let produce_s = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    ((messages - errors) as f64 / produce_s, latencies, errors)
+}
+
+/// Reads `wanted` records of `topic` back from the start; returns the rate
+/// and how many were read.
+async fn consume(
+    settings: &Settings,
+    id: &str,
+    topic: &str,
+    wanted: usize,
+) -> Result<(f64, usize), String> {
+    let consumer: StreamConsumer =
+        kafka::consumer_config(&settings.kafka, &format!("bench-{id}-reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| e.to_string())?;
+    consumer.subscribe(&[topic]).map_err(|e| e.to_string())?;
+    let mut consumed = 0usize;
+    let first = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await;
+    let consume_started = Instant::now();
+    if matches!(first, Ok(Ok(_))) {
+        consumed = 1;
+        while consumed < wanted {
+            match tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await {
+                Ok(Ok(_)) => consumed += 1,
+                _ => break,
+            }
+        }
+    }
+    let rate = consumed as f64 / consume_started.elapsed().as_secs_f64().max(1e-9);
+    Ok((rate, consumed))
 }

@@ -20,7 +20,7 @@ use clap::Parser;
 use tokio_postgres::NoTls;
 
 use feed_api::config::Settings;
-use feed_api::message::Message;
+use feed_api::message::{Command, Message};
 use feed_api::store::Store;
 
 /// The worker's transaction alone, at several batch sizes.
@@ -104,9 +104,10 @@ async fn measure(args: &Args, settings: &Settings) -> anyhow::Result<()> {
                 tasks.push(tokio::spawn(async move {
                     let mut latencies = Vec::new();
                     while Instant::now() < until {
-                        let messages: Vec<Message> = (0..batch)
+                        let messages: Vec<Command> = (0..batch)
                             .map(|i| {
                                 Message::new(&format!("writer{w}"), &format!("persist ceiling {i}"))
+                                    .map(Command::Post)
                             })
                             .collect::<Result<_, _>>()?;
                         let started = Instant::now();

@@ -74,9 +74,9 @@ async fn post(ring: web::Data<Ring>, body: web::Json<Post>) -> HttpResponse {
     // Released off the HTTP workers, as the api's broadcaster does. Two
     // workers may hand their numbers over in either order; the load
     // generator measures latency and loss, not order, so that is fine here.
-    let _ = ring
-        .release
-        .send(Arc::new(FeedEvent::new(&Sequenced { seq, message })));
+    let _ = ring.release.send(Arc::new(
+        FeedEvent::new(&Sequenced::message(seq, message)).expect("a message is an event"),
+    ));
     HttpResponse::Accepted().json(answer)
 }
 

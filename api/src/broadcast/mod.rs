@@ -12,18 +12,21 @@
 //! from there. See docs/ARCHITECTURE.md.
 //!
 //! Two roads lead in. This instance's worker hands over each batch it has
-//! just committed ([`Broadcaster::hand_over`], the local fast path: no broker
+//! just committed ([`HandOver::hand_over`], the local fast path: no broker
 //! hop between the commit and the clients), and the broker brings every
 //! message of every instance's worker. Both go through the one sequencer, so
 //! whichever copy of a message comes first is released and the other is
 //! dropped as a repeat; docs/ARCHITECTURE.md says why neither road can
 //! release out of order or twice.
 //!
-//! Fan-out goes through a `tokio::sync::broadcast` ring: each event is
-//! encoded once into shared bytes, sending never waits for a client, and a
-//! client that falls more than the ring's capacity behind learns so on its
-//! next read (and is then cut off by the feed).
+//! Fan-out: each event is encoded once into shared bytes. Unfiltered
+//! streams read a `tokio::sync::broadcast` ring; sending never waits for a
+//! client, and a client that falls more than the ring's capacity behind
+//! learns so on its next read (and is then cut off by the feed). Filtered
+//! streams (`?user_id=`, `?home=`) are woken only by the events they send,
+//! through the [`Router`].
 
+pub mod router;
 mod sequencer;
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -42,33 +45,50 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{FeedSettings, KafkaSettings};
 use crate::cursor;
 use crate::error::Chain;
-use crate::message::{self, Sequenced};
+use crate::message::{self, Event, Sequenced};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::store::Store;
 
+pub use router::{Audience, Authors, Router};
 pub use sequencer::Sequencer;
 
-/// One message, encoded once for every client.
+/// One event of the feed (a message or a deletion), encoded once for every client.
 #[derive(Debug)]
 pub struct FeedEvent {
     pub seq: i64,
+    /// The SSE `event:` (`message` or `delete`).
+    pub name: &'static str,
+    /// The author (of the deleted message, for a deletion): `?user_id=` matches it.
     pub user_id: Box<str>,
-    /// The SSE `id:` (the message's cursor).
+    /// The SSE `id:` (the event's cursor).
     pub cursor: ByteString,
-    /// The SSE `data:` (the public JSON of the message).
+    /// The SSE `data:` (the public JSON of the message, or the deleted
+    /// message's id and cursor).
     pub data: ByteString,
 }
 
 impl FeedEvent {
-    pub fn new(s: &Sequenced) -> Self {
-        let data = serde_json::to_string(&s.message.to_public_json()).unwrap_or_default();
-        FeedEvent {
+    /// The event clients receive for `s`; `None` for an erased message,
+    /// whose number is taken but shows nothing.
+    pub fn new(s: &Sequenced) -> Option<Self> {
+        let (name, data) = match &s.event {
+            Event::Message(m) => ("message", serde_json::to_string(&m.to_public_json())),
+            Event::Deleted { message_id, of, .. } => (
+                "delete",
+                serde_json::to_string(
+                    &serde_json::json!({ "id": message_id, "cursor": cursor::encode(*of) }),
+                ),
+            ),
+            Event::Erased { .. } => return None,
+        };
+        Some(FeedEvent {
             seq: s.seq,
-            user_id: s.message.user_id.as_str().into(),
+            name,
+            user_id: s.user_id().as_str().into(),
             cursor: cursor::encode(s.seq).into(),
-            data: data.into(),
-        }
+            data: data.unwrap_or_default().into(),
+        })
     }
 }
 
@@ -81,17 +101,83 @@ const LOCAL_QUEUE: usize = 256;
 pub struct Broadcaster {
     tx: broadcast::Sender<Arc<FeedEvent>>,
     /// The local fast path into the broadcaster task.
-    local: mpsc::Sender<Vec<Sequenced>>,
+    local: HandOver,
     released: Arc<AtomicI64>,
     held_back: Arc<AtomicUsize>,
+    router: Arc<Router>,
     metrics: Arc<Metrics>,
 }
 
-/// A feed's end of the ring: every event released after `from` arrives on `rx`.
+/// The local fast path, all this instance's worker gets of the broadcaster:
+/// committed batches go to its clients without a trip through the broker.
+#[derive(Clone)]
+pub struct HandOver {
+    tx: mpsc::Sender<Vec<Sequenced>>,
+    metrics: Arc<Metrics>,
+}
+
+impl HandOver {
+    /// Hands over messages the worker has just committed. Never waits: when
+    /// the broadcaster is behind, the batch is left to its copy on
+    /// `events-processed`, which comes anyway.
+    pub fn hand_over(&self, committed: Vec<Sequenced>) {
+        let n = committed.len() as u64;
+        match self.tx.try_send(committed) {
+            Ok(()) => {
+                self.metrics.broadcast.local_handed_over.inc_by(n);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.broadcast.local_refused.inc_by(n);
+                tracing::debug!(
+                    messages = n,
+                    "local hand-over queue full; the broker's copy will carry them"
+                );
+            }
+            // The broadcaster has stopped (shutdown).
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// A feed's end of the fan-out: every event it wants released after
+/// `from` arrives on `live`.
 pub struct Subscription {
-    pub rx: broadcast::Receiver<Arc<FeedEvent>>,
+    pub live: Live,
     /// The highest sequence number released when the subscription began.
     pub from: i64,
+}
+
+/// Where a stream's live events come from.
+pub enum Live {
+    /// Every event, from the ring.
+    Ring(broadcast::Receiver<Arc<FeedEvent>>),
+    /// The events of its audience, from its own queue.
+    Routed(router::Routed),
+}
+
+/// What a stream's next live read gives.
+pub enum Received {
+    Event(Arc<FeedEvent>),
+    /// The stream fell `FEED_CLIENT_BUFFER` events behind and must resume.
+    Lagged,
+    /// The broadcaster has stopped.
+    Closed,
+}
+
+impl Live {
+    pub async fn recv(&mut self) -> Received {
+        match self {
+            Live::Ring(rx) => match rx.recv().await {
+                Ok(ev) => Received::Event(ev),
+                Err(broadcast::error::RecvError::Lagged(_)) => Received::Lagged,
+                Err(broadcast::error::RecvError::Closed) => Received::Closed,
+            },
+            Live::Routed(routed) => match routed.recv().await {
+                Some(ev) => Received::Event(ev),
+                None => Received::Lagged,
+            },
+        }
+    }
 }
 
 /// What the broadcaster reports (readiness, status).
@@ -113,34 +199,21 @@ impl Broadcaster {
         let (local, local_rx) = mpsc::channel(LOCAL_QUEUE);
         let broadcaster = Broadcaster {
             tx,
-            local,
+            local: HandOver {
+                tx: local,
+                metrics: metrics.clone(),
+            },
             released: Arc::new(AtomicI64::new(0)),
             held_back: Arc::default(),
+            router: Router::new(client_buffer),
             metrics,
         };
         (broadcaster, local_rx)
     }
 
-    /// Hands over messages that this instance's worker has just committed,
-    /// so they reach this instance's clients without a trip through the
-    /// broker. Never waits: when the broadcaster is behind, the batch is left
-    /// to its copy on `events-processed`, which comes anyway.
-    pub fn hand_over(&self, committed: Vec<Sequenced>) {
-        let n = committed.len() as u64;
-        match self.local.try_send(committed) {
-            Ok(()) => {
-                self.metrics.local_handed_over.inc_by(n);
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.local_refused.inc_by(n);
-                tracing::debug!(
-                    messages = n,
-                    "local hand-over queue full; the broker's copy will carry them"
-                );
-            }
-            // The broadcaster has stopped (shutdown).
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+    /// The local fast path, for this instance's worker.
+    pub fn hand_over_point(&self) -> HandOver {
+        self.local.clone()
     }
 
     /// A receiver, and the position from which it has every event.
@@ -158,9 +231,33 @@ impl Broadcaster {
         let rx = self.tx.subscribe();
         between();
         Subscription {
-            rx,
+            live: Live::Ring(rx),
             from: self.last_released(),
         }
+    }
+
+    /// A subscription to `audience`'s events only, and the author list it
+    /// reads history with (`authors`, or a newer one held here). Joined
+    /// before the position is read, for the reason
+    /// [`Broadcaster::subscribe_with`] gives: [`Broadcaster::release`]
+    /// moves the position before it routes, under the router's lock.
+    pub fn subscribe_to(
+        &self,
+        audience: Audience,
+        authors: Authors,
+    ) -> (Subscription, Arc<Authors>) {
+        let (routed, authors) = self.router.join(audience, authors);
+        let subscription = Subscription {
+            live: Live::Routed(routed),
+            from: self.last_released(),
+        };
+        (subscription, authors)
+    }
+
+    /// The index of filtered streams, for the task that keeps home readers'
+    /// follows current.
+    pub fn router(&self) -> Arc<Router> {
+        self.router.clone()
     }
 
     /// The highest sequence number released so far.
@@ -172,24 +269,39 @@ impl Broadcaster {
         BroadcastState {
             last_released: self.last_released(),
             held_back: self.held_back.load(Ordering::Relaxed),
-            dropped: self.metrics.never_committed_dropped.get(),
+            dropped: self.metrics.broadcast.never_committed_dropped.get(),
         }
+    }
+
+    /// `(home streams, distinct home readers)` open here.
+    pub fn home_counts(&self) -> (usize, usize) {
+        let (_, streams, readers) = self.router.counts();
+        (streams, readers)
     }
 
     /// Number of connected feed clients.
     pub fn clients(&self) -> usize {
-        self.tx.receiver_count()
+        self.tx.receiver_count() + self.router.counts().0
     }
 
     fn release(&self, s: &Sequenced) {
         self.released.store(s.seq, Ordering::Release);
-        let age = (chrono::Utc::now() - s.message.created_at)
-            .to_std()
-            .unwrap_or_default();
-        self.metrics.delivery_latency.observe(age.as_secs_f64());
-        self.metrics.last_minute.delivered(age);
+        // An erased message only takes its number: nothing to deliver.
+        let (Some(event), Some(accepted)) = (FeedEvent::new(s), s.accepted_at()) else {
+            return;
+        };
+        let age = (chrono::Utc::now() - accepted).to_std().unwrap_or_default();
+        self.metrics
+            .broadcast
+            .delivery_latency
+            .observe(age.as_secs_f64());
+        if matches!(s.event, Event::Message(_)) {
+            self.metrics.last_minute.delivered(age);
+        }
+        let event = Arc::new(event);
+        self.router.route(&event);
         // An error only means nobody is listening right now.
-        let _ = self.tx.send(Arc::new(FeedEvent::new(s)));
+        let _ = self.tx.send(event);
     }
 }
 
@@ -314,160 +426,197 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (Broadcaster, JoinHandle<()>) {
     let (broadcaster, local) = Broadcaster::new(settings.client_buffer, metrics);
-    let task = Broadcasting {
+    let Position {
+        consumer,
+        start_after,
+    } = position;
+    broadcaster.released.store(start_after, Ordering::Release);
+    let releaser = Releaser {
         broadcaster: broadcaster.clone(),
-        local,
-        position,
-        store,
+        sequencer: Sequencer::new(start_after),
+        gap_deadline: None,
         gap_grace: settings.gap_grace,
+        backoff: Backoff::new(),
+        store,
+    };
+    let roads = Roads {
+        local,
+        consumer,
         topic: topic.to_owned(),
     };
-    (broadcaster, tokio::spawn(task.run(shutdown)))
+    (broadcaster, tokio::spawn(run(roads, releaser, shutdown)))
 }
 
-/// Everything the broadcaster loop needs.
-struct Broadcasting {
-    broadcaster: Broadcaster,
+/// The two roads into the broadcaster: the local hand-over and the broker.
+struct Roads {
     local: mpsc::Receiver<Vec<Sequenced>>,
-    position: Position,
-    store: Store,
-    gap_grace: Duration,
+    consumer: Arc<StreamConsumer>,
     /// `events-processed`.
     topic: String,
 }
 
-impl Broadcasting {
-    /// Reads `events-processed` and releases messages in order until shutdown.
-    async fn run(self, shutdown: CancellationToken) {
-        let Broadcasting {
-            broadcaster,
-            mut local,
-            position:
-                Position {
-                    consumer,
-                    start_after,
-                },
-            store,
-            gap_grace,
-            topic,
-        } = self;
-        let mut refresh =
-            tokio::time::interval_at(Instant::now() + PARTITION_REFRESH, PARTITION_REFRESH);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        broadcaster.released.store(start_after, Ordering::Release);
-        let mut sequencer = Sequencer::new(start_after);
-        let mut gap_deadline: Option<Instant> = None;
-        let mut backoff = Backoff::new();
-        tracing::info!(after_seq = start_after, "broadcaster started");
-        loop {
-            let wait_gap = async {
-                match gap_deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+/// The broadcaster's state: what it has released, what it holds back, and
+/// when it reads a gap from the database.
+struct Releaser {
+    broadcaster: Broadcaster,
+    sequencer: Sequencer,
+    gap_deadline: Option<Instant>,
+    gap_grace: Duration,
+    backoff: Backoff,
+    store: Store,
+}
+
+/// Reads both roads and releases messages in order until `shutdown`.
+async fn run(mut roads: Roads, mut releaser: Releaser, shutdown: CancellationToken) {
+    let mut refresh =
+        tokio::time::interval_at(Instant::now() + PARTITION_REFRESH, PARTITION_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(
+        after_seq = releaser.broadcaster.last_released(),
+        "broadcaster started"
+    );
+    loop {
+        let gap_deadline = releaser.gap_deadline;
+        let wait_gap = async {
+            match gap_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let go_on = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = refresh.tick() => {
+                refresh_partitions(&roads.consumer, &roads.topic).await;
+                true
+            }
+            _ = wait_gap => releaser.fill_gap(&shutdown).await,
+            Some(committed) = roads.local.recv() => {
+                for s in committed {
+                    releaser.offer(s);
                 }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = refresh.tick() => {
-                    let (consumer, topic) = (consumer.clone(), topic.clone());
-                    match tokio::task::spawn_blocking(move || assign_added_partitions(&consumer, &topic)).await {
-                        Ok(Ok(added)) if !added.is_empty() => {
-                            tracing::info!(?added, "partitions added to the processed topic; reading them");
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "could not look for added partitions; trying again later"),
-                        Err(e) => tracing::warn!(error = %e, "the partition refresh did not finish"),
-                    }
-                }
-                _ = wait_gap => {
-                    let Some((after, first_held)) = sequencer.gap() else {
-                        gap_deadline = None;
-                        continue;
-                    };
-                    match store.through(after, first_held).await {
-                        Ok(rows) => {
-                            broadcaster.metrics.gap_fills.inc();
-                            tracing::debug!(after, first_held, rows = rows.len(), "filled a gap from the database");
-                            let (released, dropped) = sequencer.fill(rows, first_held);
-                            for s in released {
-                                broadcaster.release(&s);
-                            }
-                            for s in dropped {
-                                broadcaster.metrics.never_committed_dropped.inc();
-                                tracing::error!(
-                                    seq = s.seq,
-                                    id = %s.message.id,
-                                    last_released = broadcaster.last_released(),
-                                    "a record on the processed topic has a sequence number the database never committed; dropped"
-                                );
-                            }
-                            backoff.reset();
-                            gap_deadline = sequencer.gap().map(|_| Instant::now() + gap_grace);
-                        }
-                        Err(e) => {
-                            tracing::warn!(after, first_held, error = %Chain(&e), "could not fill a gap from the database; retrying");
-                            if !backoff.wait(&shutdown).await {
-                                break;
-                            }
-                        }
-                    }
-                    broadcaster.held_back.store(sequencer.pending_len(), Ordering::Relaxed);
-                }
-                Some(committed) = local.recv() => {
-                    for s in committed {
-                        accept(&broadcaster, &mut sequencer, s, &mut gap_deadline, gap_grace);
-                    }
-                }
-                received = consumer.recv() => match received {
-                    Ok(record) => match message::decode_sequenced(record.payload()) {
-                        Ok(s) => accept(&broadcaster, &mut sequencer, s, &mut gap_deadline, gap_grace),
+                true
+            }
+            received = roads.consumer.recv() => match received {
+                Ok(record) => {
+                    match message::decode_sequenced(record.payload()) {
+                        Ok(s) => releaser.offer(s),
                         Err(e) => tracing::error!(
                             partition = record.partition(),
                             offset = record.offset(),
                             error = %Chain(&e),
                             "undecodable record on the processed topic; skipped"
                         ),
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %Chain(&e), "broadcaster could not consume; retrying");
-                        if !backoff.wait(&shutdown).await {
-                            break;
-                        }
                     }
-                },
-            }
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "broadcaster could not consume; retrying");
+                    releaser.backoff.wait(&shutdown).await
+                }
+            },
+        };
+        if !go_on {
+            break;
         }
-        tracing::info!(
-            last_seq = broadcaster.last_released(),
-            "broadcaster stopped"
-        );
+    }
+    tracing::info!(
+        last_seq = releaser.broadcaster.last_released(),
+        "broadcaster stopped"
+    );
+}
+
+/// Looks for partitions added to the processed topic (off the runtime: the
+/// metadata request blocks).
+async fn refresh_partitions(consumer: &Arc<StreamConsumer>, topic: &str) {
+    let (consumer, topic) = (consumer.clone(), topic.to_owned());
+    match tokio::task::spawn_blocking(move || assign_added_partitions(&consumer, &topic)).await {
+        Ok(Ok(added)) if !added.is_empty() => {
+            tracing::info!(
+                ?added,
+                "partitions added to the processed topic; reading them"
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %Chain(&e), "could not look for added partitions; trying again later")
+        }
+        Err(e) => tracing::warn!(error = %e, "the partition refresh did not finish"),
     }
 }
 
-/// Offers one message, from either road, to the sequencer and releases what
-/// it lets go; arms the gap timer when numbers are missing.
-fn accept(
-    broadcaster: &Broadcaster,
-    sequencer: &mut Sequencer,
-    s: Sequenced,
-    gap_deadline: &mut Option<Instant>,
-    gap_grace: Duration,
-) {
-    if sequencer.is_known(s.seq) {
-        broadcaster.metrics.duplicates_dropped.inc();
+impl Releaser {
+    /// Offers one message, from either road, to the sequencer and releases
+    /// what it lets go; arms the gap timer when numbers are missing.
+    fn offer(&mut self, s: Sequenced) {
+        let sequencer = &mut self.sequencer;
+        if sequencer.is_known(s.seq) {
+            self.broadcaster.metrics.broadcast.duplicates_dropped.inc();
+        }
+        for s in sequencer.offer(s) {
+            self.broadcaster.release(&s);
+        }
+        self.gap_deadline = match (sequencer.gap(), self.gap_deadline) {
+            (None, _) => None,
+            (Some(_), Some(at)) => Some(at),
+            (Some(_), None) if sequencer.pending_len() > sequencer::MAX_PENDING => {
+                Some(Instant::now())
+            }
+            (Some(_), None) => Some(Instant::now() + self.gap_grace),
+        };
+        self.broadcaster
+            .held_back
+            .store(sequencer.pending_len(), Ordering::Relaxed);
     }
-    for s in sequencer.offer(s) {
-        broadcaster.release(&s);
+
+    /// Reads the missing numbers from the database and releases them (and
+    /// drops a held record the database proves was never committed). False
+    /// when shutdown interrupted a retry.
+    async fn fill_gap(&mut self, shutdown: &CancellationToken) -> bool {
+        let Some((after, first_held)) = self.sequencer.gap() else {
+            self.gap_deadline = None;
+            return true;
+        };
+        let metrics = &self.broadcaster.metrics.broadcast;
+        match self.store.gap(after, first_held).await {
+            Ok(rows) => {
+                metrics.gap_fills.inc();
+                tracing::debug!(
+                    after,
+                    first_held,
+                    rows = rows.len(),
+                    "filled a gap from the database"
+                );
+                let (released, dropped) = self.sequencer.fill(rows, first_held);
+                for s in released {
+                    self.broadcaster.release(&s);
+                }
+                for s in dropped {
+                    metrics.never_committed_dropped.inc();
+                    tracing::error!(
+                        seq = s.seq,
+                        id = %s.message_id(),
+                        last_released = self.broadcaster.last_released(),
+                        "a record on the processed topic has a sequence number the database never committed; dropped"
+                    );
+                }
+                self.backoff.reset();
+                self.gap_deadline = self
+                    .sequencer
+                    .gap()
+                    .map(|_| Instant::now() + self.gap_grace);
+            }
+            Err(e) => {
+                tracing::warn!(after, first_held, error = %Chain(&e), "could not fill a gap from the database; retrying");
+                if !self.backoff.wait(shutdown).await {
+                    return false;
+                }
+            }
+        }
+        self.broadcaster
+            .held_back
+            .store(self.sequencer.pending_len(), Ordering::Relaxed);
+        true
     }
-    *gap_deadline = match (sequencer.gap(), *gap_deadline) {
-        (None, _) => None,
-        (Some(_), Some(at)) => Some(at),
-        (Some(_), None) if sequencer.pending_len() > sequencer::MAX_PENDING => Some(Instant::now()),
-        (Some(_), None) => Some(Instant::now() + gap_grace),
-    };
-    broadcaster
-        .held_back
-        .store(sequencer.pending_len(), Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -476,10 +625,7 @@ mod tests {
     use crate::message::Message;
 
     fn s(seq: i64) -> Sequenced {
-        Sequenced {
-            seq,
-            message: Message::new("u", &format!("m{seq}")).expect("valid"),
-        }
+        Sequenced::message(seq, Message::new("u", &format!("m{seq}")).expect("valid"))
     }
 
     #[test]
@@ -499,7 +645,10 @@ mod tests {
         let mut sub = broadcaster.subscribe_with(|| broadcaster.release(&s(2)));
         broadcaster.release(&s(3));
         let mut after_from = Vec::new();
-        while let Ok(ev) = sub.rx.try_recv() {
+        let Live::Ring(rx) = &mut sub.live else {
+            panic!("an unfiltered subscription reads the ring")
+        };
+        while let Ok(ev) = rx.try_recv() {
             if ev.seq > sub.from {
                 after_from.push(ev.seq);
             }

@@ -93,10 +93,7 @@ mod tests {
     use crate::message::Message;
 
     fn s(seq: i64) -> Sequenced {
-        Sequenced {
-            seq,
-            message: Message::new("u", &format!("m{seq}")).unwrap(),
-        }
+        Sequenced::message(seq, Message::new("u", &format!("m{seq}")).unwrap())
     }
 
     fn seqs(v: Vec<Sequenced>) -> Vec<i64> {

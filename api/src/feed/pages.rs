@@ -1,14 +1,18 @@
 //! `GET /api/messages?before=<cursor>&limit=N` (docs/API.md): pages of older
-//! messages, newest first, for clients that scroll back past the stream.
+//! messages, newest first, for clients that scroll back past the stream;
+//! `GET /api/messages/{id}`: one message.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::query::{bounded, cursor_param, query_map, user_filter};
+use super::query::{bounded, cursor_param, home_filter, query_map, user_filter};
 use super::ReadError;
+use crate::auth::Tokens;
 use crate::cursor;
-use crate::message::PublicMessage;
-use crate::state::AppState;
+use crate::limits::Limits;
+use crate::message::{Event, PublicMessage, Sequenced};
+use crate::metrics::{Limit, Metrics};
+use crate::store::{Lookup, Scope, Store};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -20,6 +24,19 @@ struct PageItem<'a> {
     cursor: String,
 }
 
+impl<'a> PageItem<'a> {
+    /// The item of a stored message (pages read messages only).
+    fn of(s: &'a Sequenced) -> Option<Self> {
+        match &s.event {
+            Event::Message(m) => Some(PageItem {
+                message: m.to_public_json(),
+                cursor: cursor::encode(s.seq),
+            }),
+            Event::Deleted { .. } | Event::Erased { .. } => None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Page<'a> {
     messages: Vec<PageItem<'a>>,
@@ -29,38 +46,72 @@ struct Page<'a> {
 /// `GET /api/messages`.
 pub async fn list_messages(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    store: web::Data<Store>,
+    limits: web::Data<Limits>,
+    tokens: web::Data<Tokens>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ReadError> {
-    super::check_reader(&req, &state)?;
     let params = query_map(&req)?;
     let before = cursor_param(params.get("before").map(String::as_str), "before")?;
     let limit = bounded(&params, "limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let user = user_filter(&params)?;
+    let home = home_filter(&params, user.as_ref())?;
+    super::check_home_reader(&req, &tokens, home.as_ref())?;
     // Pages share the feed's bounded queue of reads: clients cannot take the
     // database connections the worker needs.
-    let Some(_turn) = state.limits.reads.turn().await else {
-        state
-            .metrics
-            .refused(crate::metrics::Limit::FeedDatabaseQueue);
+    let Some(_turn) = limits.reads.turn().await else {
+        metrics.refused(Limit::FeedDatabaseQueue);
         return Err(ReadError::Busy);
     };
-    let rows = state
-        .store
-        .page_before(before, limit, user.as_ref())
+    let authors = match &home {
+        Some(reader) => Some(
+            crate::home::authors_of(&store, reader)
+                .await
+                .map_err(ReadError::Unavailable)?,
+        ),
+        None => None,
+    };
+    let scope = match (&authors, &user) {
+        (Some(authors), _) => Scope::Authors(&authors.list),
+        (None, Some(user)) => Scope::User(user),
+        (None, None) => Scope::All,
+    };
+    let rows = store
+        .page_before(before, limit, scope)
         .await
         .map_err(ReadError::Unavailable)?;
     let next_before = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| cursor::encode(r.seq)))
         .flatten();
-    let messages = rows
-        .iter()
-        .map(|r| PageItem {
-            message: r.message.to_public_json(),
-            cursor: cursor::encode(r.seq),
-        })
-        .collect();
+    let messages = rows.iter().filter_map(PageItem::of).collect();
     Ok(HttpResponse::Ok().json(Page {
         messages,
         next_before,
     }))
+}
+
+/// `GET /api/messages/{id}`: the message as a page item; `404` when no
+/// stored message has the id, `410` once it is deleted.
+pub async fn get_message(
+    req: HttpRequest,
+    id: web::Path<String>,
+    store: web::Data<Store>,
+    limits: web::Data<Limits>,
+    tokens: web::Data<Tokens>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ReadError> {
+    tokens.check_reader(&req).map_err(ReadError::Unauthorized)?;
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ReadError::InvalidId)?;
+    let Some(_turn) = limits.reads.turn().await else {
+        metrics.refused(Limit::FeedDatabaseQueue);
+        return Err(ReadError::Busy);
+    };
+    match store.lookup(id).await.map_err(ReadError::Unavailable)? {
+        None => Err(ReadError::NotFound),
+        Some(Lookup::Deleted { .. }) => Err(ReadError::Deleted),
+        Some(Lookup::Stored(s)) => match PageItem::of(&s) {
+            Some(item) => Ok(HttpResponse::Ok().json(item)),
+            None => Err(ReadError::NotFound),
+        },
+    }
 }

@@ -35,6 +35,8 @@ impl QueryError {
 pub struct FeedQuery {
     pub history: Option<u32>,
     pub user_id: Option<UserId>,
+    /// `?home=`: the reader whose home timeline this is.
+    pub home: Option<UserId>,
     pub last_event_id: Option<i64>,
     /// A `Last-Event-ID` header that is not a cursor. A browser resends
     /// whatever `id:` it last saw, and a `400` would make it give up for
@@ -85,6 +87,25 @@ pub fn user_filter(params: &HashMap<String, String>) -> Result<Option<UserId>, Q
         .transpose()
 }
 
+/// Parses an optional `home` reader; with `user_id` too it is a 400.
+pub fn home_filter(
+    params: &HashMap<String, String>,
+    user: Option<&UserId>,
+) -> Result<Option<UserId>, QueryError> {
+    let Some(home) = params.get("home") else {
+        return Ok(None);
+    };
+    if user.is_some() {
+        return Err(QueryError::new(
+            "home",
+            "a home timeline cannot be filtered by user_id as well",
+        ));
+    }
+    UserId::parse(home)
+        .map(Some)
+        .map_err(|e| QueryError::new("home", e.reason))
+}
+
 /// Parses an optional cursor parameter.
 pub fn cursor_param(value: Option<&str>, field: &'static str) -> Result<Option<i64>, QueryError> {
     value
@@ -127,9 +148,11 @@ impl FeedQuery {
                 false,
             ),
         };
+        let user_id = user_filter(&params)?;
         Ok(FeedQuery {
             history: bounded(&params, "history", 0, history_max)?,
-            user_id: user_filter(&params)?,
+            home: home_filter(&params, user_id.as_ref())?,
+            user_id,
             last_event_id,
             unusable_header,
         })
@@ -148,7 +171,7 @@ mod properties {
 
         #[test]
         fn any_query_string_is_parsed_or_refused_never_a_panic(
-            query in "((history|user_id|last_event_id|before|limit|x)?=?[a-zA-Z0-9%_.~+\\-]{0,12}&?){0,8}",
+            query in "((history|user_id|home|last_event_id|before|limit|x)?=?[a-zA-Z0-9%_.~+\\-]{0,12}&?){0,8}",
         ) {
             let uri = format!("/api/feed?{}", query.replace('#', "%23").replace(' ', "+"));
             // What the HTTP parser already refuses never reaches the handler.

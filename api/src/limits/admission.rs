@@ -72,6 +72,7 @@ impl Admission {
     }
 
     /// Streams admitted now.
+    #[cfg(test)]
     pub fn admitted(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }

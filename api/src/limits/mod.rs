@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use rand::Rng as _;
 
-use crate::config::{AuthSettings, LimitSettings};
-
-/// The limits of one application, shared by the handlers.
+/// The limits of one application, shared by the handlers. Built from the
+/// settings by [`crate::startup`]: this module knows no settings type, so
+/// `config` can use its parsers without an import circle.
 pub struct Limits {
     pub clients: client::TrustedProxies,
     pub posts: rate::PostRate,
@@ -32,26 +32,13 @@ pub struct Limits {
     pub user_posts: rate::PostRate<String>,
     pub admission: Arc<admission::Admission>,
     pub reads: admission::ReadQueue,
-    unavailable_retry: Duration,
-    ipv6_prefix: u8,
+    /// `FEED_UNAVAILABLE_RETRY_MS`, before the jitter.
+    pub unavailable_retry: Duration,
+    /// `CLIENT_IPV6_PREFIX`.
+    pub ipv6_prefix: u8,
 }
 
 impl Limits {
-    pub fn new(settings: &LimitSettings, auth: &AuthSettings) -> Self {
-        Limits {
-            clients: settings.trusted_proxies.clone(),
-            posts: rate::PostRate::new(settings.post_rate_per_minute, settings.post_rate_burst),
-            user_posts: rate::PostRate::new(auth.user_rate_per_minute, auth.user_rate_burst),
-            admission: admission::Admission::new(
-                settings.feed_max_clients,
-                settings.feed_max_clients_per_ip,
-            ),
-            reads: admission::ReadQueue::new(settings.feed_db_concurrency, settings.feed_db_wait),
-            unavailable_retry: settings.feed_unavailable_retry,
-            ipv6_prefix: settings.ipv6_prefix,
-        }
-    }
-
     /// The key a request's client is limited under: its address, an IPv6
     /// one cut to `CLIENT_IPV6_PREFIX` bits ([`rate::address_key`]).
     pub fn client_key(&self, req: &actix_web::HttpRequest) -> std::net::IpAddr {

@@ -17,7 +17,11 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use crate::config::DatabaseSettings;
-use crate::message::{Content, Message, Sequenced, UserId};
+use crate::message::{Command, Content, Event, Message, Sequenced, UserId};
+
+mod follows;
+
+pub use follows::{Followed, Side, UserCounts};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -36,6 +40,10 @@ pub enum StoreError {
     Config(String),
     #[error("database did not answer within {0:?}")]
     Timeout(Duration),
+    /// A deletion names a message that was never stored (or another author's):
+    /// only a record forged on the topic can, since the API looks it up first.
+    #[error("the deletion names message {0}, which is not stored under its author")]
+    UnknownMessage(Uuid),
 }
 
 /// What a failed write means for the record that was being written.
@@ -54,12 +62,21 @@ pub enum Failure {
     Permanent,
 }
 
-/// The unique constraints of `messages` (PostgreSQL names the primary key
-/// `messages_pkey`; older CockroachDB releases call it `primary`).
-const OUR_UNIQUE_CONSTRAINTS: [&str; 3] = ["messages_pkey", "primary", SEQ_KEY];
+/// The unique constraints of `messages` and `deletions` (PostgreSQL names a
+/// primary key `<table>_pkey`; older CockroachDB releases call it `primary`).
+const OUR_UNIQUE_CONSTRAINTS: [&str; 5] = [
+    "messages_pkey",
+    "primary",
+    SEQ_KEY,
+    "deletions_pkey",
+    DELETION_SEQ_KEY,
+];
 
 /// The unique index on `seq`.
 const SEQ_KEY: &str = "messages_seq_key";
+
+/// The unique index on the deletions' `seq`.
+const DELETION_SEQ_KEY: &str = "deletions_seq_key";
 
 impl StoreError {
     /// The error for logs and dead-letter reasons: the SQLSTATE and the
@@ -88,6 +105,9 @@ impl StoreError {
 
     /// Classifies the failure (see [`Failure`]).
     pub fn failure(&self) -> Failure {
+        if matches!(self, StoreError::UnknownMessage(_)) {
+            return Failure::Permanent;
+        }
         match self.server_answer() {
             Some((code, constraint)) => classify(code, constraint),
             // No answer from the server: the connection, not the data.
@@ -108,7 +128,7 @@ impl StoreError {
 
 /// A uniqueness conflict on the `seq` index.
 fn is_sequence_conflict(code: &str, constraint: Option<&str>) -> bool {
-    code == "23505" && constraint == Some(SEQ_KEY)
+    code == "23505" && matches!(constraint, Some(SEQ_KEY | DELETION_SEQ_KEY))
 }
 
 /// What an error the server answered with (`code`, the SQLSTATE, and the
@@ -131,13 +151,85 @@ fn classify(code: &str, constraint: Option<&str>) -> Failure {
     }
 }
 
+/// The sequence counter row holds a number below the highest one already
+/// stored: every new number it hands out collides with a stored message, so
+/// nothing can be stored until an operator repairs it (docs/OPERATIONS.md).
+/// Only a hand edit (or a restore of an old counter row) can cause it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CounterBehind {
+    /// `feed_sequence.last_seq`.
+    pub last_seq: i64,
+    /// `max(seq)` of the stored messages.
+    pub max_stored_seq: i64,
+}
+
 /// What one [`Store::persist`] did.
 #[derive(Debug, Default)]
 pub struct Persisted {
-    /// One entry per distinct message id of the batch, in batch order.
-    pub messages: Vec<Sequenced>,
+    /// One entry per distinct command of the batch, in batch order.
+    pub events: Vec<Sequenced>,
     /// How many of them were stored already (replays), with their old number.
     pub redelivered: usize,
+    /// How many of the new ones are deletions.
+    pub deletions: usize,
+}
+
+/// The counter row: the highest number handed out, and the counts of the
+/// status page, all moved by the same transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counter {
+    pub last_seq: i64,
+    /// Messages stored and not deleted.
+    pub stored: i64,
+    /// Messages deleted.
+    pub deleted: i64,
+}
+
+/// What `GET /api/messages/{id}` finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Stored(Sequenced),
+    /// Deleted: its number and author stay, nothing else.
+    Deleted {
+        seq: i64,
+        user_id: UserId,
+    },
+}
+
+/// Whose messages a read returns.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    All,
+    /// One author (`?user_id=`).
+    User(&'a UserId),
+    /// Several authors (a home timeline).
+    Authors(&'a [String]),
+}
+
+impl Scope<'_> {
+    /// The condition on `$3` that keeps the scope's rows.
+    fn filter(self) -> &'static str {
+        match self {
+            Scope::All => "",
+            Scope::User(_) => " AND user_id = $3",
+            Scope::Authors(_) => " AND user_id = ANY($3)",
+        }
+    }
+
+    /// Runs `stmt` with `$1`, `$2` and, for a filtered scope, `$3`.
+    async fn query(
+        self,
+        client: &deadpool_postgres::Client,
+        stmt: &tokio_postgres::Statement,
+        first: &(dyn tokio_postgres::types::ToSql + Sync),
+        second: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        match self {
+            Scope::All => client.query(stmt, &[first, second]).await,
+            Scope::User(user) => client.query(stmt, &[first, second, &user.as_str()]).await,
+            Scope::Authors(list) => client.query(stmt, &[first, second, &list]).await,
+        }
+    }
 }
 
 /// Handle to the message store; cheap to clone.
@@ -149,6 +241,23 @@ pub struct Store {
 }
 
 const COLUMNS: &str = "seq, id, user_id, content, created_at";
+
+/// Messages that are not deleted.
+const LIVE: &str = "deleted_at IS NULL";
+
+/// Columns of a feed entry read from either table, for [`entry`]: `kind` 0
+/// is a message, 1 a deletion, 2 a deleted message (its number only).
+fn entries_sql(messages_where: &str, deletions_where: &str, order: &str) -> String {
+    format!(
+        "SELECT * FROM (\
+           (SELECT seq, CASE WHEN deleted_at IS NULL THEN 0 ELSE 2 END::INT8 AS kind, id, user_id, content, \
+                   created_at, 0::INT8 AS of_seq FROM messages WHERE {messages_where} ORDER BY {order} LIMIT $2) \
+           UNION ALL \
+           (SELECT seq, 1::INT8, message_id, user_id, ''::TEXT, deleted_at, of_seq \
+              FROM deletions WHERE {deletions_where} ORDER BY {order} LIMIT $2)\
+         ) AS e ORDER BY {order} LIMIT $2"
+    )
+}
 
 impl Store {
     /// Builds the connection pool. Connections are opened lazily, so this
@@ -219,18 +328,22 @@ impl Store {
         self.pool.status()
     }
 
-    /// Persists a batch idempotently and gives each message its sequence number.
+    /// Persists a batch idempotently and gives each new event its sequence number.
     ///
-    /// Returns one entry per distinct message id, in batch order. A message
-    /// that is already stored (a redelivery) keeps its row and its number and
-    /// is returned as stored, so the caller republishes it unchanged.
-    pub async fn persist(&self, batch: &[Message]) -> Result<Persisted, StoreError> {
+    /// Returns one entry per distinct command, in batch order. A message or
+    /// deletion that is already stored (a redelivery) keeps its number and is
+    /// returned as stored (a message deleted since as [`Event::Erased`]), so
+    /// the caller republishes it unchanged.
+    pub async fn persist(&self, batch: &[Command]) -> Result<Persisted, StoreError> {
         self.timed(self.persist_inner(batch)).await
     }
 
-    async fn persist_inner(&self, batch: &[Message]) -> Result<Persisted, StoreError> {
+    async fn persist_inner(&self, batch: &[Command]) -> Result<Persisted, StoreError> {
         let mut seen = HashSet::with_capacity(batch.len());
-        let batch: Vec<&Message> = batch.iter().filter(|m| seen.insert(m.id)).collect();
+        let batch: Vec<&Command> = batch
+            .iter()
+            .filter(|c| seen.insert(command_key(c)))
+            .collect();
         if batch.is_empty() {
             return Ok(Persisted::default());
         }
@@ -241,229 +354,216 @@ impl Store {
         // Cached statements: each is parsed once per connection, so the
         // transaction holding the counter row takes fewer round trips.
         let lock = tx
-            .prepare_cached("SELECT last_seq FROM feed_sequence WHERE id = 1 FOR UPDATE")
+            .prepare_cached(
+                "SELECT last_seq, stored, deleted FROM feed_sequence WHERE id = 1 FOR UPDATE",
+            )
             .await?;
-        let last: i64 = tx.query_one(&lock, &[]).await?.try_get(0)?;
-        let ids: Vec<Uuid> = batch.iter().map(|m| m.id).collect();
-        let known = tx
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"
-            ))
-            .await?;
-        let existing: HashMap<Uuid, Sequenced> = tx
-            .query(&known, &[&ids])
-            .await
-            .map_err(StoreError::from)
-            .and_then(|rows| all_sequenced(&rows))?
-            .into_iter()
-            .map(|s| (s.message.id, s))
-            .collect();
-
-        let mut next = last;
-        let mut out = Vec::with_capacity(batch.len());
-        let mut fresh: Vec<&Sequenced> = Vec::new();
-        for m in &batch {
-            match existing.get(&m.id) {
-                Some(stored) => out.push(stored.clone()),
-                None => {
-                    next += 1;
-                    out.push(Sequenced {
-                        seq: next,
-                        message: (*m).clone(),
-                    });
-                }
-            }
-        }
-        for s in &out {
-            if !existing.contains_key(&s.message.id) {
-                fresh.push(s);
-            }
-        }
-        if !fresh.is_empty() {
-            let ids: Vec<Uuid> = fresh.iter().map(|s| s.message.id).collect();
-            let seqs: Vec<i64> = fresh.iter().map(|s| s.seq).collect();
-            let users: Vec<&str> = fresh.iter().map(|s| s.message.user_id.as_str()).collect();
-            let contents: Vec<&str> = fresh.iter().map(|s| s.message.content.as_str()).collect();
-            let times: Vec<chrono::DateTime<chrono::Utc>> =
-                fresh.iter().map(|s| s.message.created_at).collect();
-            let insert = tx
+        let row = tx.query_one(&lock, &[]).await?;
+        let counter = Counter {
+            last_seq: row.try_get(0)?,
+            stored: row.try_get(1)?,
+            deleted: row.try_get(2)?,
+        };
+        let known = Known::read(&tx, &batch).await?;
+        let plan = plan(&batch, &known, counter.last_seq)?;
+        if plan.last_seq > counter.last_seq {
+            write_new(&tx, &plan).await?;
+            let advance = tx
                 .prepare_cached(
-                    "INSERT INTO messages (id, seq, user_id, content, created_at) \
-                     SELECT * FROM unnest($1::UUID[], $2::INT8[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[])",
+                    "UPDATE feed_sequence SET last_seq = $1, stored = $2, deleted = $3 WHERE id = 1",
                 )
                 .await?;
-            tx.execute(&insert, &[&ids, &seqs, &users, &contents, &times])
-                .await?;
-            let advance = tx
-                .prepare_cached("UPDATE feed_sequence SET last_seq = $1 WHERE id = 1")
-                .await?;
-            tx.execute(&advance, &[&next]).await?;
+            let posts = plan.new_posts.len() as i64;
+            let deletions = plan.new_deletions.len() as i64;
+            tx.execute(
+                &advance,
+                &[
+                    &plan.last_seq,
+                    &(counter.stored + posts - deletions),
+                    &(counter.deleted + deletions),
+                ],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Persisted {
-            redelivered: existing.len(),
-            messages: out,
+            redelivered: plan.redelivered,
+            deletions: plan.new_deletions.len(),
+            events: plan.events,
         })
     }
 
-    /// The highest committed sequence number (0 when empty). Readiness uses
-    /// it as the database check: a CockroachDB node that has lost quorum
-    /// still answers `SELECT 1` but cannot read the counter row's range.
-    pub async fn max_seq(&self) -> Result<i64, StoreError> {
+    /// The counter row ([`Counter`]). Readiness uses it as the database
+    /// check: a CockroachDB node that has lost quorum still answers
+    /// `SELECT 1` but cannot read the counter row's range.
+    pub async fn counter(&self) -> Result<Counter, StoreError> {
         self.timed(async {
             let client = self.pool.get().await?;
             let row = client
-                .query_one("SELECT last_seq FROM feed_sequence WHERE id = 1", &[])
+                .query_one(
+                    "SELECT last_seq, stored, deleted FROM feed_sequence WHERE id = 1",
+                    &[],
+                )
                 .await?;
-            Ok(row.try_get(0)?)
+            Ok(Counter {
+                last_seq: row.try_get(0)?,
+                stored: row.try_get(1)?,
+                deleted: row.try_get(2)?,
+            })
         })
         .await
+    }
+
+    /// The message `id`, stored or deleted, if there is one.
+    pub async fn lookup(&self, id: Uuid) -> Result<Option<Lookup>, StoreError> {
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS}, deleted_at IS NOT NULL FROM messages WHERE id = $1"
+                ))
+                .await?;
+            let Some(row) = client.query_opt(&stmt, &[&id]).await? else {
+                return Ok(None);
+            };
+            let deleted: bool = row.try_get(5)?;
+            Ok(Some(if deleted {
+                Lookup::Deleted {
+                    seq: row.try_get(0)?,
+                    user_id: UserId::stored(row.try_get(2)?),
+                }
+            } else {
+                Lookup::Stored(sequenced(&row)?)
+            }))
+        })
+        .await
+    }
+
+    /// The highest committed sequence number (0 when empty).
+    pub async fn max_seq(&self) -> Result<i64, StoreError> {
+        Ok(self.counter().await?.last_seq)
     }
 
     /// The counter row and the highest stored number, when the counter is
     /// behind it (which the transaction in [`Store::persist`] never leaves:
     /// both move together).
-    pub async fn counter_behind(&self) -> Result<Option<crate::worker::CounterBehind>, StoreError> {
+    pub async fn counter_behind(&self) -> Result<Option<CounterBehind>, StoreError> {
         self.timed(async {
             let client = self.pool.get().await?;
             let row = client
                 .query_one(
                     "SELECT (SELECT last_seq FROM feed_sequence WHERE id = 1), \
-                            (SELECT COALESCE(max(seq), 0) FROM messages)",
+                            GREATEST((SELECT COALESCE(max(seq), 0) FROM messages), \
+                                     (SELECT COALESCE(max(seq), 0) FROM deletions))",
                     &[],
                 )
                 .await?;
             let last_seq: i64 = row.try_get(0)?;
             let max_stored_seq: i64 = row.try_get(1)?;
-            Ok(
-                (max_stored_seq > last_seq).then_some(crate::worker::CounterBehind {
-                    last_seq,
-                    max_stored_seq,
-                }),
-            )
+            Ok((max_stored_seq > last_seq).then_some(CounterBehind {
+                last_seq,
+                max_stored_seq,
+            }))
         })
         .await
     }
 
-    /// The last `limit` messages (of one user, if given), oldest first.
-    pub async fn latest(
-        &self,
-        limit: u32,
-        user_id: Option<&UserId>,
-    ) -> Result<Vec<Sequenced>, StoreError> {
-        let mut rows = self.page_before(None, limit, user_id).await?;
+    /// The last `limit` messages of `scope`, oldest first.
+    pub async fn latest(&self, limit: u32, scope: Scope<'_>) -> Result<Vec<Sequenced>, StoreError> {
+        let mut rows = self.page_before(None, limit, scope).await?;
         rows.reverse();
         Ok(rows)
     }
 
-    /// The first `page` of the last `n` messages (of one user, if given),
-    /// oldest first: all of them when `n <= page`, else the oldest `page`
-    /// of them, the rest to be read with [`Store::after`].
+    /// The first `page` of the last `n` messages of `scope`, oldest first:
+    /// all of them when `n <= page`, else the oldest `page` of them, the
+    /// rest to be read with [`Store::after`].
     pub async fn history_page(
         &self,
         n: u32,
         page: u32,
-        user_id: Option<&UserId>,
+        scope: Scope<'_>,
     ) -> Result<Vec<Sequenced>, StoreError> {
         if n <= page {
-            return self.latest(n, user_id).await;
+            return self.latest(n, scope).await;
         }
         // From the n-th newest on (all, when there are fewer than n).
-        let user_filter = if user_id.is_some() {
-            " AND user_id = $3"
-        } else {
-            ""
-        };
-        let user_only = if user_id.is_some() {
-            " WHERE user_id = $3"
-        } else {
-            ""
-        };
+        let filter = scope.filter();
         let sql = format!(
-            "SELECT {COLUMNS} FROM messages WHERE seq >= COALESCE(\
-               (SELECT seq FROM messages{user_only} ORDER BY seq DESC LIMIT 1 OFFSET $1), 0)\
-             {user_filter} ORDER BY seq LIMIT $2"
+            "SELECT {COLUMNS} FROM messages WHERE {LIVE} AND seq >= COALESCE(\
+               (SELECT seq FROM messages WHERE {LIVE}{filter} ORDER BY seq DESC LIMIT 1 OFFSET $1), 0)\
+             {filter} ORDER BY seq LIMIT $2"
         );
         let skip = i64::from(n) - 1;
         let page = i64::from(page);
         self.timed(async {
             let client = self.pool.get().await?;
             let stmt = client.prepare_cached(&sql).await?;
-            let rows = match &user_id {
-                None => client.query(&stmt, &[&skip, &page]).await?,
-                Some(user) => client.query(&stmt, &[&skip, &page, &user.as_str()]).await?,
-            };
+            let rows = scope.query(&client, &stmt, &skip, &page).await?;
             all_sequenced(&rows)
         })
         .await
     }
 
-    /// Up to `limit` messages with `seq > after` (of one user, if given), oldest first.
+    /// Up to `limit` events of `scope` with `seq > after`, oldest first: the
+    /// messages not deleted and every deletion, which is what a client
+    /// resuming from `after` must receive.
     pub async fn after(
         &self,
         after: i64,
         limit: u32,
-        user_id: Option<&UserId>,
+        scope: Scope<'_>,
     ) -> Result<Vec<Sequenced>, StoreError> {
-        self.select("seq > $1", "seq", after, limit, user_id).await
-    }
-
-    /// Messages with `after < seq <= upto`, oldest first (the broadcaster's gap fill).
-    pub async fn through(&self, after: i64, upto: i64) -> Result<Vec<Sequenced>, StoreError> {
+        let filter = scope.filter();
+        let sql = entries_sql(
+            &format!("seq > $1 AND {LIVE}{filter}"),
+            &format!("seq > $1{filter}"),
+            "seq",
+        );
+        let limit = i64::from(limit);
         self.timed(async {
             let client = self.pool.get().await?;
-            let sql =
-                format!("SELECT {COLUMNS} FROM messages WHERE seq > $1 AND seq <= $2 ORDER BY seq");
             let stmt = client.prepare_cached(&sql).await?;
-            let rows = client.query(&stmt, &[&after, &upto]).await?;
-            all_sequenced(&rows)
+            let rows = scope.query(&client, &stmt, &after, &limit).await?;
+            all_entries(&rows)
         })
         .await
     }
 
-    /// Up to `limit` messages with `seq < before` (all, if `before` is
-    /// `None`), of one user if given, newest first.
+    /// Every number in `after < seq <= upto`, oldest first: the broadcaster's
+    /// gap fill (the missing numbers and the held record that revealed them),
+    /// a message deleted since as [`Event::Erased`], so no number is missing.
+    pub async fn gap(&self, after: i64, upto: i64) -> Result<Vec<Sequenced>, StoreError> {
+        let sql = entries_sql("seq > $1 AND seq <= $3", "seq > $1 AND seq <= $3", "seq");
+        // Every number of the range, from both tables together.
+        let limit = (upto - after).max(0);
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            let rows = client.query(&stmt, &[&after, &limit, &upto]).await?;
+            all_entries(&rows)
+        })
+        .await
+    }
+
+    /// Up to `limit` messages of `scope` with `seq < before` (all, if
+    /// `before` is `None`), newest first.
     pub async fn page_before(
         &self,
         before: Option<i64>,
         limit: u32,
-        user_id: Option<&UserId>,
+        scope: Scope<'_>,
     ) -> Result<Vec<Sequenced>, StoreError> {
         let before = before.unwrap_or(i64::MAX);
-        self.select("seq < $1", "seq DESC", before, limit, user_id)
-            .await
-    }
-
-    /// `SELECT` whole messages `WHERE <condition on $1> [AND user_id = $3]
-    /// ORDER BY <order> LIMIT $2`, as a cached prepared statement.
-    async fn select(
-        &self,
-        condition: &str,
-        order: &str,
-        bound: i64,
-        limit: u32,
-        user_id: Option<&UserId>,
-    ) -> Result<Vec<Sequenced>, StoreError> {
         let limit = i64::from(limit);
-        let user_filter = if user_id.is_some() {
-            " AND user_id = $3"
-        } else {
-            ""
-        };
         let sql = format!(
-            "SELECT {COLUMNS} FROM messages WHERE {condition}{user_filter} ORDER BY {order} LIMIT $2"
+            "SELECT {COLUMNS} FROM messages WHERE seq < $1 AND {LIVE}{} ORDER BY seq DESC LIMIT $2",
+            scope.filter()
         );
         self.timed(async {
             let client = self.pool.get().await?;
             let stmt = client.prepare_cached(&sql).await?;
-            let rows = match &user_id {
-                None => client.query(&stmt, &[&bound, &limit]).await?,
-                Some(user) => {
-                    client
-                        .query(&stmt, &[&bound, &limit, &user.as_str()])
-                        .await?
-                }
-            };
+            let rows = scope.query(&client, &stmt, &before, &limit).await?;
             all_sequenced(&rows)
         })
         .await
@@ -471,21 +571,285 @@ impl Store {
 }
 
 fn sequenced(row: &Row) -> Result<Sequenced, tokio_postgres::Error> {
-    Ok(Sequenced {
-        seq: row.try_get(0)?,
-        message: Message {
+    Ok(Sequenced::message(
+        row.try_get(0)?,
+        Message {
             id: row.try_get(1)?,
             user_id: UserId::stored(row.try_get(2)?),
             content: Content::stored(row.try_get(3)?),
             created_at: row.try_get(4)?,
         },
-    })
+    ))
 }
 
 fn all_sequenced(rows: &[Row]) -> Result<Vec<Sequenced>, StoreError> {
     rows.iter()
         .map(|r| sequenced(r).map_err(StoreError::from))
         .collect()
+}
+
+/// A row of [`entries_sql`].
+fn entry(row: &Row) -> Result<Sequenced, tokio_postgres::Error> {
+    let seq: i64 = row.try_get(0)?;
+    let kind: i64 = row.try_get(1)?;
+    let id: Uuid = row.try_get(2)?;
+    let user_id = UserId::stored(row.try_get(3)?);
+    let event = match kind {
+        0 => Event::Message(Message {
+            id,
+            user_id,
+            content: Content::stored(row.try_get(4)?),
+            created_at: row.try_get(5)?,
+        }),
+        1 => Event::Deleted {
+            message_id: id,
+            user_id,
+            of: row.try_get(6)?,
+            deleted_at: row.try_get(5)?,
+        },
+        _ => Event::Erased { id, user_id },
+    };
+    Ok(Sequenced { seq, event })
+}
+
+fn all_entries(rows: &[Row]) -> Result<Vec<Sequenced>, StoreError> {
+    rows.iter()
+        .map(|r| entry(r).map_err(StoreError::from))
+        .collect()
+}
+
+/// What a batch's commands find already stored.
+struct Known {
+    /// Messages by id: their number, author and whether they are deleted.
+    messages: HashMap<Uuid, StoredMessage>,
+    /// Deletions by the deleted message's id.
+    deletions: HashMap<Uuid, Sequenced>,
+}
+
+struct StoredMessage {
+    seq: i64,
+    user_id: UserId,
+    /// `None` when deleted (the tombstone keeps no content).
+    message: Option<Message>,
+}
+
+impl Known {
+    /// Reads the stored rows of every message a command names (posted or
+    /// to delete) and the deletions of those to delete.
+    async fn read(
+        tx: &deadpool_postgres::Transaction<'_>,
+        batch: &[&Command],
+    ) -> Result<Known, StoreError> {
+        let ids: Vec<Uuid> = batch
+            .iter()
+            .map(|c| match c {
+                Command::Post(m) => m.id,
+                Command::Delete(d) => d.message_id,
+            })
+            .collect();
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS}, deleted_at IS NOT NULL FROM messages WHERE id = ANY($1)"
+            ))
+            .await?;
+        let mut messages = HashMap::new();
+        for row in tx.query(&stmt, &[&ids]).await? {
+            let s = sequenced(&row)?;
+            let deleted: bool = row.try_get(5)?;
+            let Event::Message(m) = s.event else {
+                continue;
+            };
+            messages.insert(
+                m.id,
+                StoredMessage {
+                    seq: s.seq,
+                    user_id: m.user_id.clone(),
+                    message: (!deleted).then_some(m),
+                },
+            );
+        }
+        let to_delete: Vec<Uuid> = batch
+            .iter()
+            .filter_map(|c| match c {
+                Command::Delete(d) => Some(d.message_id),
+                Command::Post(_) => None,
+            })
+            .collect();
+        let mut deletions = HashMap::new();
+        if !to_delete.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT seq, 1::INT8, message_id, user_id, ''::TEXT, deleted_at, of_seq \
+                     FROM deletions WHERE message_id = ANY($1)",
+                )
+                .await?;
+            for row in tx.query(&stmt, &[&to_delete]).await? {
+                let s = entry(&row)?;
+                deletions.insert(s.message_id(), s);
+            }
+        }
+        Ok(Known {
+            messages,
+            deletions,
+        })
+    }
+}
+
+/// What a batch's transaction writes, and what it returns.
+struct Plan<'a> {
+    events: Vec<Sequenced>,
+    new_posts: Vec<(i64, &'a Message)>,
+    /// Deletion number, deleted message's id.
+    new_deletions: Vec<(i64, Uuid)>,
+    redelivered: usize,
+    last_seq: i64,
+}
+
+/// Numbers the new commands of `batch` after `last`, in batch order. A
+/// deletion names a message stored before or earlier in this batch, under
+/// the same author; anything else is [`StoreError::UnknownMessage`].
+fn plan<'a>(batch: &[&'a Command], known: &Known, last: i64) -> Result<Plan<'a>, StoreError> {
+    let mut plan = Plan {
+        events: Vec::with_capacity(batch.len()),
+        new_posts: Vec::new(),
+        new_deletions: Vec::new(),
+        redelivered: 0,
+        last_seq: last,
+    };
+    // Posts of this batch, by id: their number, for a deletion later in it.
+    let mut fresh: HashMap<Uuid, (i64, &UserId)> = HashMap::new();
+    for command in batch {
+        match command {
+            Command::Post(m) => match known.messages.get(&m.id) {
+                Some(stored) => {
+                    plan.redelivered += 1;
+                    plan.events.push(match &stored.message {
+                        Some(m) => Sequenced::message(stored.seq, m.clone()),
+                        None => Sequenced {
+                            seq: stored.seq,
+                            event: Event::Erased {
+                                id: m.id,
+                                user_id: stored.user_id.clone(),
+                            },
+                        },
+                    });
+                }
+                None => {
+                    plan.last_seq += 1;
+                    fresh.insert(m.id, (plan.last_seq, &m.user_id));
+                    plan.new_posts.push((plan.last_seq, m));
+                    plan.events
+                        .push(Sequenced::message(plan.last_seq, m.clone()));
+                }
+            },
+            Command::Delete(d) => {
+                if let Some(done) = known.deletions.get(&d.message_id) {
+                    plan.redelivered += 1;
+                    plan.events.push(done.clone());
+                    continue;
+                }
+                let of = match (known.messages.get(&d.message_id), fresh.get(&d.message_id)) {
+                    (Some(stored), _) if stored.user_id == d.user_id => stored.seq,
+                    (None, Some((seq, author))) if **author == d.user_id => *seq,
+                    _ => return Err(StoreError::UnknownMessage(d.message_id)),
+                };
+                plan.last_seq += 1;
+                plan.new_deletions.push((plan.last_seq, d.message_id));
+                plan.events.push(Sequenced {
+                    seq: plan.last_seq,
+                    event: Event::Deleted {
+                        message_id: d.message_id,
+                        user_id: d.user_id.clone(),
+                        of,
+                        deleted_at: d.requested_at,
+                    },
+                });
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Inserts the new messages, then the deletions, and empties the deleted
+/// messages' content (the row stays as the tombstone).
+async fn write_new(
+    tx: &deadpool_postgres::Transaction<'_>,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
+    if !plan.new_posts.is_empty() {
+        let ids: Vec<Uuid> = plan.new_posts.iter().map(|(_, m)| m.id).collect();
+        let seqs: Vec<i64> = plan.new_posts.iter().map(|(seq, _)| *seq).collect();
+        let users: Vec<&str> = plan
+            .new_posts
+            .iter()
+            .map(|(_, m)| m.user_id.as_str())
+            .collect();
+        let contents: Vec<&str> = plan
+            .new_posts
+            .iter()
+            .map(|(_, m)| m.content.as_str())
+            .collect();
+        let times: Vec<chrono::DateTime<chrono::Utc>> =
+            plan.new_posts.iter().map(|(_, m)| m.created_at).collect();
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO messages (id, seq, user_id, content, created_at) \
+                 SELECT * FROM unnest($1::UUID[], $2::INT8[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[])",
+            )
+            .await?;
+        tx.execute(&insert, &[&ids, &seqs, &users, &contents, &times])
+            .await?;
+    }
+    if !plan.new_deletions.is_empty() {
+        let deleted: Vec<&Sequenced> = plan
+            .events
+            .iter()
+            .filter(|e| plan.new_deletions.iter().any(|(seq, _)| *seq == e.seq))
+            .collect();
+        let mut ids = Vec::with_capacity(deleted.len());
+        let mut seqs = Vec::with_capacity(deleted.len());
+        let mut ofs = Vec::with_capacity(deleted.len());
+        let mut users = Vec::with_capacity(deleted.len());
+        let mut times = Vec::with_capacity(deleted.len());
+        for e in deleted {
+            if let Event::Deleted {
+                message_id,
+                user_id,
+                of,
+                deleted_at,
+            } = &e.event
+            {
+                ids.push(*message_id);
+                seqs.push(e.seq);
+                ofs.push(*of);
+                users.push(user_id.as_str());
+                times.push(*deleted_at);
+            }
+        }
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO deletions (message_id, seq, of_seq, user_id, deleted_at) \
+                 SELECT * FROM unnest($1::UUID[], $2::INT8[], $3::INT8[], $4::TEXT[], $5::TIMESTAMPTZ[])",
+            )
+            .await?;
+        tx.execute(&insert, &[&ids, &seqs, &ofs, &users, &times])
+            .await?;
+        let erase = tx
+            .prepare_cached(
+                "UPDATE messages SET content = '', deleted_at = now() WHERE id = ANY($1)",
+            )
+            .await?;
+        tx.execute(&erase, &[&ids]).await?;
+    }
+    Ok(())
+}
+
+/// What makes two commands of a batch the same: a repeated record.
+fn command_key(c: &Command) -> (bool, Uuid) {
+    match c {
+        Command::Post(m) => (false, m.id),
+        Command::Delete(d) => (true, d.message_id),
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +863,8 @@ mod tests {
             ("23505", Some("messages_pkey"), Failure::Conflict),
             ("23505", Some("primary"), Failure::Conflict),
             ("23505", Some("messages_seq_key"), Failure::Conflict),
+            ("23505", Some("deletions_pkey"), Failure::Conflict),
+            ("23505", Some("deletions_seq_key"), Failure::Conflict),
             ("23505", None, Failure::Conflict),
             (
                 "23505",
@@ -526,6 +892,7 @@ mod tests {
     #[test]
     fn only_a_conflict_on_the_seq_index_is_a_sequence_conflict() {
         assert!(is_sequence_conflict("23505", Some("messages_seq_key")));
+        assert!(is_sequence_conflict("23505", Some("deletions_seq_key")));
         assert!(!is_sequence_conflict("23505", Some("messages_pkey")));
         assert!(!is_sequence_conflict("23505", None));
         assert!(!is_sequence_conflict("23514", Some("messages_seq_key")));

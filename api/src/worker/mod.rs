@@ -19,7 +19,6 @@
 //! the batch is split in halves until the record at fault fails alone, so the
 //! others are still stored, in order.
 
-mod dead_letter;
 mod progress;
 
 use std::ops::Range;
@@ -34,18 +33,17 @@ use rdkafka::ClientConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broadcast::Broadcaster;
+use crate::broadcast::HandOver;
 use crate::config::{KafkaSettings, WorkerSettings};
-use crate::dead_letter::Cause;
+use crate::dead_letter::{self, Cause};
 use crate::error::Chain;
 use crate::kafka::Producer;
-use crate::message::{self, Message, Sequenced};
+use crate::message::{self, Command, Sequenced};
 use crate::metrics::{CauseLabel, Metrics, RetryCause};
 use crate::retry::{self, Backoff};
 use crate::store::{Failure, Store, StoreError};
 
-pub use dead_letter::TRUNCATED_PAYLOAD_BYTES;
-pub use progress::{CounterBehind, Monitor, PartitionState};
+pub use progress::Monitor;
 
 /// How often the worker checks that it owns partitions.
 const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -90,7 +88,7 @@ pub fn spawn(
     settings: &WorkerSettings,
     store: Store,
     producer: Producer,
-    broadcaster: Broadcaster,
+    hand_over: HandOver,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(Monitor, JoinHandle<()>), rdkafka::error::KafkaError> {
@@ -107,7 +105,7 @@ pub fn spawn(
         marks: monitor.marks.clone(),
         store,
         producer,
-        broadcaster,
+        hand_over,
         kafka: kafka.clone(),
         settings: settings.clone(),
     };
@@ -121,8 +119,8 @@ struct Worker {
     marks: Arc<progress::Marks>,
     store: Store,
     producer: Producer,
-    /// This instance's broadcaster: committed batches go to it directly.
-    broadcaster: Broadcaster,
+    /// This instance's broadcaster's fast path: committed batches go to it directly.
+    hand_over: HandOver,
     kafka: KafkaSettings,
     settings: WorkerSettings,
 }
@@ -150,7 +148,7 @@ impl Worker {
                     m
                 }
                 Err(e) => {
-                    self.metrics.retry(RetryCause::Broker);
+                    self.metrics.worker.retry(RetryCause::Broker);
                     tracing::warn!(error = %Chain(&e), "worker could not consume; retrying");
                     if !backoff.wait(&shutdown).await {
                         break;
@@ -169,9 +167,10 @@ impl Worker {
             for record in &batch {
                 self.marks.received(record.partition(), record.offset());
             }
-            self.metrics.worker_batches.inc();
+            self.metrics.worker.batches.inc();
             self.metrics
-                .worker_batch_records
+                .worker
+                .batch_records
                 .observe(batch.len() as f64);
             if !self.process(&batch, &shutdown).await {
                 tracing::info!(
@@ -235,7 +234,7 @@ impl Worker {
     /// interrupted a retry, in which case nothing of the batch may be committed.
     async fn process(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
         let mut records: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
-        let mut messages: Vec<Message> = Vec::with_capacity(batch.len());
+        let mut messages: Vec<Command> = Vec::with_capacity(batch.len());
         for record in batch {
             match message::decode(record.payload()) {
                 Ok(m) => {
@@ -258,8 +257,8 @@ impl Worker {
         }
         let now = chrono::Utc::now();
         for m in &messages {
-            let waited = (now - m.created_at).to_std().unwrap_or_default();
-            self.metrics.worker_pickup.observe(waited.as_secs_f64());
+            let waited = (now - m.accepted_at()).to_std().unwrap_or_default();
+            self.metrics.worker.pickup.observe(waited.as_secs_f64());
         }
 
         let started = std::time::Instant::now();
@@ -270,7 +269,7 @@ impl Worker {
         // Committed: this instance's clients may have them now. The copies
         // republished below serve the other instances (and this one, should
         // the hand-over be refused).
-        self.broadcaster.hand_over(persisted.clone());
+        self.hand_over.hand_over(persisted.clone());
 
         // Republish every message of the batch, including redeliveries that
         // found their row already there: the first publication may never
@@ -282,10 +281,10 @@ impl Worker {
                 retry::until_ok("republish", shutdown, || async {
                     let sent = self
                         .producer
-                        .send(topic, s.message.user_id.as_str().as_bytes(), &payload, &[])
+                        .send(topic, s.user_id().as_str().as_bytes(), &payload, &[])
                         .await;
                     if sent.is_err() {
-                        self.metrics.retry(RetryCause::Broker);
+                        self.metrics.worker.retry(RetryCause::Broker);
                     }
                     sent
                 })
@@ -318,7 +317,7 @@ impl Worker {
     async fn persist_isolating(
         &self,
         records: &[&OwnedMessage],
-        messages: &[Message],
+        messages: &[Command],
         shutdown: &CancellationToken,
     ) -> Option<Vec<Sequenced>> {
         let mut persisted = Vec::with_capacity(messages.len());
@@ -335,10 +334,11 @@ impl Worker {
                 Err(e) if range.len() == 1 => {
                     let record = records[range.start];
                     let reason = e.brief();
-                    if !self
-                        .dead_letter(record, Cause::RejectedByDatabase, reason, shutdown)
-                        .await
-                    {
+                    let cause = match e {
+                        StoreError::UnknownMessage(_) => Cause::UnknownMessage,
+                        _ => Cause::RejectedByDatabase,
+                    };
+                    if !self.dead_letter(record, cause, reason, shutdown).await {
                         return None;
                     }
                 }
@@ -363,7 +363,7 @@ impl Worker {
     /// permanently. `None` when shutdown interrupted a retry.
     async fn persist_retrying(
         &self,
-        messages: &[Message],
+        messages: &[Command],
         shutdown: &CancellationToken,
     ) -> Option<Result<Vec<Sequenced>, StoreError>> {
         let mut backoff = Backoff::new();
@@ -372,19 +372,28 @@ impl Worker {
             let started = std::time::Instant::now();
             let result = self.store.persist(messages).await;
             self.metrics
-                .worker_persist
+                .worker
+                .persist
                 .observe(started.elapsed().as_secs_f64());
             let e = match result {
                 Ok(stored) => {
                     if self.marks.counter(None).is_some() {
                         tracing::info!("the sequence counter was repaired; storing again");
                     }
-                    let fresh = stored.messages.len() - stored.redelivered;
-                    self.metrics.worker_persisted.inc_by(fresh as u64);
+                    let fresh = stored.events.len() - stored.redelivered;
                     self.metrics
-                        .worker_redeliveries
+                        .worker
+                        .persisted
+                        .inc_by((fresh - stored.deletions) as u64);
+                    self.metrics
+                        .worker
+                        .deletions_applied
+                        .inc_by(stored.deletions as u64);
+                    self.metrics
+                        .worker
+                        .redeliveries
                         .inc_by(stored.redelivered as u64);
-                    return Some(Ok(stored.messages));
+                    return Some(Ok(stored.events));
                 }
                 Err(e) => e,
             };
@@ -395,7 +404,7 @@ impl Worker {
                 Failure::Permanent => return Some(Err(e)),
                 Failure::Conflict if conflicts < QUICK_CONFLICT_RETRIES => {
                     conflicts += 1;
-                    self.metrics.retry(RetryCause::Conflict);
+                    self.metrics.worker.retry(RetryCause::Conflict);
                     tracing::debug!(attempt = conflicts, error = %e.brief(), "write conflict; retrying");
                     // A few jittered milliseconds, so the writers that collided do not collide again.
                     let jitter = Duration::from_millis(rand::rng().random_range(1..=10));
@@ -405,7 +414,7 @@ impl Worker {
                     }
                 }
                 Failure::Conflict | Failure::Transient => {
-                    self.metrics.retry(match e.failure() {
+                    self.metrics.worker.retry(match e.failure() {
                         Failure::Conflict => RetryCause::Conflict,
                         _ => RetryCause::Database,
                     });
@@ -449,12 +458,13 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> bool {
         self.metrics
-            .worker_dead_letters
+            .worker
+            .dead_letters
             .get_or_create(&CauseLabel {
                 cause: cause.code(),
             })
             .inc();
-        dead_letter::send(
+        dead_letter::send::send(
             &self.metrics,
             &self.producer,
             &self.kafka.topic_dead_letter,

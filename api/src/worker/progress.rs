@@ -16,24 +16,14 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use serde::Serialize;
 
+use crate::store::CounterBehind;
+
 /// The worker's marks, shared with whoever reports on them.
 #[derive(Debug, Default)]
 pub struct Marks {
     partitions: Mutex<HashMap<i32, Mark>>,
     /// Set while the sequence counter is found behind the stored messages.
     counter_behind: Mutex<Option<CounterBehind>>,
-}
-
-/// The sequence counter row holds a number below the highest one already
-/// stored: every new number it hands out collides with a stored message, so
-/// nothing can be stored until an operator repairs it (docs/OPERATIONS.md).
-/// Only a hand edit (or a restore of an old counter row) can cause it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct CounterBehind {
-    /// `feed_sequence.last_seq`.
-    pub last_seq: i64,
-    /// `max(seq)` of the stored messages.
-    pub max_stored_seq: i64,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -390,6 +390,19 @@ async fn read_all_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_and_resumes_without_loss() {
+    never_reading_client(None).await;
+}
+
+/// The same for a home stream, whose events come through a queue of its
+/// own rather than the ring: its reader follows every poster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_stream_that_never_reads_is_cut_off_and_resumes_without_loss() {
+    never_reading_client(Some("alice")).await;
+}
+
+/// A client that stops reading while 3,000 messages flow: unfiltered, or
+/// the home stream of `home`.
+async fn never_reading_client(home: Option<&str>) {
     use tokio::io::AsyncReadExt as _;
     let env = TestEnv::new(false).await;
     // Long enough a write timeout that the stalled client is still there
@@ -402,8 +415,26 @@ async fn a_client_that_never_reads_is_cut_off_and_resumes_without_loss() {
         .await;
     let reader = ResumingClient::start("reader", a.api.clone(), "?history=0").await;
 
+    let query = match home {
+        Some(reader) => {
+            for i in 0..16 {
+                let path = format!("/api/users/{reader}/following/poster{i}");
+                let (status, _, _) = a.api.call(reqwest::Method::PUT, &path, None).await;
+                assert_eq!(status, 204);
+            }
+            format!("?home={reader}")
+        }
+        None => String::new(),
+    };
     // A client with a tiny receive window that reads the response head, then stops reading.
-    let mut stalled = a.api.stalling_feed_client().await;
+    let mut stalled = match home {
+        Some(reader) => {
+            a.api
+                .stalling_client(&format!("/api/feed?home={reader}&history=0"))
+                .await
+        }
+        None => a.api.stalling_feed_client().await,
+    };
     let mut head = vec![0u8; 256];
     let n = stalled.read(&mut head).await.expect("response head");
     assert!(
@@ -462,7 +493,7 @@ async fn a_client_that_never_reads_is_cut_off_and_resumes_without_loss() {
     );
 
     // It resumes with that cursor and ends with everything, once, in order.
-    let mut resumed = a.api.feed("", Some(&resume_from)).await;
+    let mut resumed = a.api.feed(&query, Some(&resume_from)).await;
     let rest = resumed.messages(attempted - messages.len()).await;
     let mut all = messages.clone();
     all.extend(rest.iter().map(|e| {
@@ -478,7 +509,8 @@ async fn a_client_that_never_reads_is_cut_off_and_resumes_without_loss() {
         .map(|(id, s)| (s, id))
         .collect();
     println!(
-        "slow client: posted {attempted}, acknowledged {}, persisted {}; reader delivered {}; stalled client got {} before lagged, {} after resuming",
+        "slow client{}: posted {attempted}, acknowledged {}, persisted {}; reader delivered {}; stalled client got {} before lagged, {} after resuming",
+        if home.is_some() { " (home stream)" } else { "" },
         acked.len(),
         expected.len(),
         reader.count(),

@@ -381,6 +381,12 @@ async fn a_connect_waiting_its_turn_at_shutdown_is_told_to_go_elsewhere() {
         let api = app.app.api.clone();
         async move { api.try_feed("?history=5", None).await }
     });
+    // The second is started only once the first holds the turn (its read
+    // waits for the lock): started together, either could take it.
+    assert!(
+        app.env.wait_lock_waiter("", crate::helpers::DEADLINE).await,
+        "the first connect's read waits for the lock"
+    );
     let second = tokio::spawn({
         let api = app.app.api.clone();
         async move { api.feed("?history=5", None).await }

@@ -232,6 +232,27 @@ impl TestEnv {
         .unwrap_or_else(|| panic!("message {id} was not persisted within {DEADLINE:?}"))
     }
 
+    /// Waits (up to `within`) until a session of this test's database waits
+    /// for a lock in a statement containing `query_like`: the sign that a
+    /// reader reached the table an open `LOCK TABLE` holds.
+    pub async fn wait_lock_waiter(&self, query_like: &str, within: Duration) -> bool {
+        let pattern = format!("%{query_like}%");
+        eventually_within(within, || async {
+            let admin = admin_client().await;
+            let row = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                     AND wait_event_type = 'Lock' AND query LIKE $2",
+                    &[&self.db_name, &pattern],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, i64>(0) > 0).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
     /// Waits until the table holds `n` rows.
     pub async fn wait_rows(&self, n: i64) {
         let reached = eventually(|| async { (self.total_rows().await >= n).then_some(()) }).await;
@@ -310,6 +331,20 @@ impl std::ops::Deref for InProcessApp {
     type Target = Api;
     fn deref(&self) -> &Api {
         &self.api
+    }
+}
+
+impl InProcessApp {
+    /// Shuts the app down and waits until it has stopped (its worker has
+    /// left the group, its producer is flushed). Needed before a broker of
+    /// the test's own goes away: a consumer dropped with no broker to say
+    /// goodbye to blocks the runtime's shutdown.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.stopped)
+            .await
+            .expect("the app stops within its shutdown budget")
+            .expect("the app's task ends cleanly");
     }
 }
 
@@ -415,6 +450,30 @@ impl Api {
         res.text().await.expect("metrics text")
     }
 
+    /// `method path` with an optional bearer token: status, headers and the
+    /// body as JSON (`Value::Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.request(method, self.url(path)).timeout(DEADLINE);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("the request reaches the app");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.bytes().await.expect("a body");
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).expect("a JSON body")
+        };
+        (status, headers, json)
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let res = self
             .http
@@ -431,6 +490,12 @@ impl Api {
     /// receive window that has sent `GET /api/feed?history=0` (HTTP/1.0, so
     /// the server closes when the stream ends) and read nothing yet.
     pub async fn stalling_feed_client(&self) -> TcpStream {
+        self.stalling_client("/api/feed?history=0").await
+    }
+
+    /// A raw HTTP/1.0 `GET path` on a 2 KiB receive buffer that reads
+    /// nothing until the test does.
+    pub async fn stalling_client(&self, path: &str) -> TcpStream {
         use tokio::io::AsyncWriteExt as _;
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(2048).expect("SO_RCVBUF");
@@ -441,7 +506,7 @@ impl Api {
             .expect("addr");
         let mut stream = socket.connect(addr).await.expect("connect");
         stream
-            .write_all(b"GET /api/feed?history=0 HTTP/1.0\r\nHost: feed\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: feed\r\n\r\n").as_bytes())
             .await
             .expect("request");
         stream
@@ -583,16 +648,26 @@ impl SseClient {
 
     /// The next `message` event (skipping retry lines, comments and other events).
     pub async fn next_message(&mut self) -> Option<SseEvent> {
-        self.next_matching(SseEvent::is_message).await
+        self.next_matching(SseEvent::is_message, DEADLINE).await
+    }
+
+    /// [`SseClient::next_message`] with a deadline of its own (a fault test
+    /// waiting out a rebalance).
+    pub async fn next_message_within(&mut self, within: Duration) -> Option<SseEvent> {
+        self.next_matching(SseEvent::is_message, within).await
     }
 
     /// The next event with an `event:` name (skipping retry lines and comments).
     pub async fn next_named(&mut self) -> Option<SseEvent> {
-        self.next_matching(|e| e.event.is_some()).await
+        self.next_matching(|e| e.event.is_some(), DEADLINE).await
     }
 
-    async fn next_matching(&mut self, wanted: impl Fn(&SseEvent) -> bool) -> Option<SseEvent> {
-        let deadline = Instant::now() + DEADLINE;
+    async fn next_matching(
+        &mut self,
+        wanted: impl Fn(&SseEvent) -> bool,
+        within: Duration,
+    ) -> Option<SseEvent> {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ev = self.next_within(left).await?;

@@ -266,23 +266,8 @@ async fn a_connect_that_waits_too_long_for_the_database_gets_unavailable() {
         async move { api.feed("?history=5", None).await }
     });
     // Once that read is waiting for the lock, a second connect finds no turn.
-    let db_name = app.env.db_name.clone();
-    let blocked = eventually(|| async {
-        let admin = crate::helpers::admin_client().await;
-        let row = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
-                &[&db_name],
-            )
-            .await
-            .ok()?;
-        (row.get::<_, i64>(0) > 0).then_some(())
-    })
-    .await;
-    assert!(
-        blocked.is_some(),
-        "the first connect's read waits for the lock"
-    );
+    let blocked = app.env.wait_lock_waiter("", crate::helpers::DEADLINE).await;
+    assert!(blocked, "the first connect's read waits for the lock");
     let mut second = app.feed("?history=5", None).await;
     let refused = second.next_named().await.expect("an event");
     assert_eq!(refused.event.as_deref(), Some("unavailable"));

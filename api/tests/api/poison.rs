@@ -177,7 +177,7 @@ async fn poison_records_are_dead_lettered_and_the_partition_flows_on() {
             assert!(letter.truncated, "{what} is truncated");
             assert_eq!(
                 letter.payload_bytes,
-                feed_api::worker::TRUNCATED_PAYLOAD_BYTES
+                feed_api::dead_letter::TRUNCATED_PAYLOAD_BYTES
             );
             assert!(
                 payload.starts_with(letter.payload.as_bytes()),

@@ -187,6 +187,8 @@ impl ApiProcess {
 pub struct Received {
     /// `(cursor, message id)` in arrival order, across reconnects.
     pub messages: Vec<(i64, String)>,
+    /// `(cursor, deleted message's id)` of `delete` events, in arrival order.
+    pub deletions: Vec<(i64, String)>,
     pub connections: usize,
     pub lagged: usize,
     pub resets: usize,
@@ -229,6 +231,11 @@ impl ResumingClient {
 
     pub fn count(&self) -> usize {
         self.state.lock().expect("lock").messages.len()
+    }
+
+    /// What has arrived so far.
+    pub fn received(&self) -> Received {
+        self.state.lock().expect("lock").clone()
     }
 
     pub fn lagged(&self) -> usize {
@@ -286,6 +293,13 @@ async fn run_client(
                     let cursor = ev.id.clone().expect("message events have an id");
                     let id = ev.json()["id"].as_str().expect("id").to_owned();
                     got.messages
+                        .push((cursor.parse().expect("numeric cursor"), id));
+                    last = Some(cursor);
+                }
+                Some("delete") => {
+                    let cursor = ev.id.clone().expect("delete events have an id");
+                    let id = ev.json()["id"].as_str().expect("id").to_owned();
+                    got.deletions
                         .push((cursor.parse().expect("numeric cursor"), id));
                     last = Some(cursor);
                 }

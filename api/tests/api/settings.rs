@@ -51,6 +51,15 @@ async fn settings_that_fail_open_stop_the_start_naming_the_variable() {
             Some(short),
         ),
         (
+            "a public key that is not one",
+            vec![(
+                "AUTH_JWT_PUBLIC_KEY",
+                "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----",
+            )],
+            "AUTH_JWT_PUBLIC_KEY",
+            Some("not a key"),
+        ),
+        (
             "a required feed without a key",
             vec![("AUTH_FEED", "required")],
             "AUTH_FEED",

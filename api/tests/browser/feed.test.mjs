@@ -177,6 +177,16 @@ test('an api restart: the page reconnects by itself with Last-Event-ID and shows
     await waitState(page, 'live');
     await eventually('3 messages', async () => (await listed(page)).length === 3);
     const lastSeen = (await listed(page))[0][0];
+    // Both workers own partitions before the first leaves: a member that
+    // leaves while the group is still forming can leave the other with none
+    // for a while (Tansu's coordinator, docs/ARCHITECTURE.md).
+    await eventually('both workers own partitions', async () => {
+      for (const api of [a, b]) {
+        const { body } = await api.json('/api/status');
+        if (!(body.worker.assigned.length > 0)) return false;
+      }
+      return true;
+    });
 
     await a.stop();
     await waitState(page, 'reconnecting');
@@ -205,6 +215,91 @@ test('an api restart: the page reconnects by itself with Last-Event-ID and shows
     // While the api was down, the browser logged its failed reconnects; nothing else.
     const unexpected = browser.problems.filter((p) => !/ERR_CONNECTION_REFUSED|net::ERR_/.test(p));
     assert.deepEqual(unexpected, []);
+  });
+});
+
+test('a deleted message leaves the page live, and on reconnect after a deletion made meanwhile', { timeout: TEST_MS }, async () => {
+  await withEnv({}, async (env) => {
+    const a = await env.api('a');
+    const b = await env.api('b');
+    const posted = [];
+    for (let i = 1; i <= 4; i++) posted.push((await a.post('alice', `post ${i}`)).id);
+    await env.waitRows(4);
+    const browser = await env.browser();
+    const page = await browser.open(a.base + '/');
+    await waitState(page, 'live');
+    await eventually('4 messages', async () => (await listed(page)).length === 4);
+
+    // Live: the deletion's event removes the message.
+    await a.del(posted[1]);
+    await eventually('post 2 removed', async () => !(await listed(page)).some(([, , c]) => c === 'post 2'));
+    await assertMatchesDatabase(page, env);
+
+    // Away: a deletion made while the page is disconnected arrives on resume.
+    await a.stop();
+    await waitState(page, 'reconnecting');
+    await b.del(posted[2]);
+    await eventually('the deletion applied', async () => (await env.rows()).length === 2);
+    await a.start();
+    await waitState(page, 'resumed');
+    await eventually('post 3 removed', async () => !(await listed(page)).some(([, , c]) => c === 'post 3'));
+    await assertMatchesDatabase(page, env);
+    const deletes = (await feedEvents(page)).filter((e) => e.type === 'delete').length;
+    assert.equal(deletes, 2, 'one delete event per deletion');
+    await page.screenshot({ path: path.join(screenshots, 'feed-page-deleted.png'), fullPage: true });
+  });
+});
+
+/** `feed_home_follow_reloads_total` of an api: how often it read a follow set again. */
+async function followReloads(api) {
+  const text = await (await fetch(api.base + '/metrics')).text();
+  const m = text.match(/^feed_home_follow_reloads_total (\S+)/m);
+  return m ? Number(m[1]) : 0;
+}
+
+/** Waits until the api has read a follow change made after `before` reloads. */
+async function waitReloaded(api, before) {
+  await eventually('the follow change reached the instance', async () => (await followReloads(api)) > before);
+}
+
+test('a home view: follow someone and their next post appears; unfollow and the next does not', { timeout: TEST_MS }, async () => {
+  await withEnv({}, async (env) => {
+    const a = await env.api('a');
+    await a.post('bob', 'before the follow');
+    await a.post('carol', 'never followed');
+    await env.waitRows(2);
+    const browser = await env.browser();
+    const page = await browser.open(a.base + '/?home=alice');
+    await waitState(page, 'live');
+    assert.equal(await page.textContent('#feed-heading'), 'Home of alice');
+    await eventually('no messages yet', async () => page.isVisible('#empty'));
+    await eventually('the counts', async () => (await page.textContent('#counts')).startsWith('alice follows 0'));
+
+    // Follow bob from the page: his next post appears, the earlier one does not.
+    let before = await followReloads(a);
+    await page.fill('#follow-target', 'bob');
+    await page.click('#follow-form button[type="submit"]');
+    await eventually('the counts after following', async () => (await page.textContent('#counts')).startsWith('alice follows 1'));
+    await waitReloaded(a, before);
+    await a.post('carol', 'still not followed');
+    await a.post('bob', 'after the follow');
+    await eventually("bob's post on the home view", async () => (await listed(page)).some(([, , c]) => c === 'after the follow'));
+    let shown = (await listed(page)).map(([, u, c]) => [u, c]);
+    assert.deepEqual(shown, [['bob', 'after the follow']], 'history is not rewritten; carol is not followed');
+    await page.screenshot({ path: path.join(screenshots, 'feed-page-home.png'), fullPage: true });
+
+    // Unfollow with the button next to his message: his next post does not appear.
+    before = await followReloads(a);
+    await page.click('#messages button.follow[data-user="bob"]');
+    await eventually('the counts after unfollowing', async () => (await page.textContent('#counts')).startsWith('alice follows 0'));
+    await waitReloaded(a, before);
+    await a.post('bob', 'after the unfollow');
+    await a.post('alice', 'her own post');
+    await eventually("alice's own post", async () => (await listed(page)).some(([, , c]) => c === 'her own post'));
+    shown = (await listed(page)).map(([, u, c]) => [u, c]);
+    console.log(`home view after unfollowing bob: ${JSON.stringify(shown)}`);
+    assert.deepEqual(shown, [['alice', 'her own post'], ['bob', 'after the follow']]);
+    assert.equal(new URL(page.url()).search, '?home=alice', 'the view is kept in the address');
   });
 });
 

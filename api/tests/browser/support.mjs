@@ -186,7 +186,7 @@ export class TestEnv {
 
   /** `[seq, id, user_id, content]` of every stored message, newest first. */
   async rows() {
-    return psql(this.dbUrl, 'SELECT seq, id, user_id, content FROM messages ORDER BY seq DESC');
+    return psql(this.dbUrl, 'SELECT seq, id, user_id, content FROM messages WHERE deleted_at IS NULL ORDER BY seq DESC');
   }
 
   async count() {
@@ -271,6 +271,12 @@ export class ApiProcess {
     return res.json();
   }
 
+  async del(id) {
+    const res = await request(this.base + '/api/messages/' + id, { method: 'DELETE' });
+    if (res.status !== 202) throw new Error(`DELETE answered ${res.status}: ${await res.text()}`);
+    return res.json();
+  }
+
   async json(pathAndQuery) {
     const res = await request(this.base + pathAndQuery);
     return { status: res.status, body: await res.json() };
@@ -301,7 +307,7 @@ function recordEventSources() {
       super(url, init);
       sources.push(this);
       events.push({ type: 'created', url: String(url) });
-      for (const type of ['open', 'error', 'message', 'reset', 'lagged', 'unavailable']) {
+      for (const type of ['open', 'error', 'message', 'delete', 'reset', 'lagged', 'unavailable']) {
         this.addEventListener(type, (e) => {
           events.push({ type, id: e.lastEventId ?? null, data: e.data ?? null, readyState: this.readyState });
         });

@@ -42,6 +42,17 @@ pub struct LoadArgs {
     /// Sign an HS256 token per user with this secret (the api's AUTH_JWT_SECRET)
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Home streams instead of the global feed: client i reads ?home= of
+    /// the (i mod N)-th of the posting users, after the run has made each
+    /// of those N follow --follows others (0: the global feed)
+    #[arg(long, default_value_t = 0)]
+    pub home_readers: usize,
+    /// Accounts each home reader follows (Zipf-skewed, as the bot's graph)
+    #[arg(long, default_value_t = 20)]
+    pub follows: usize,
+    /// Make no follows: read back those an earlier run made
+    #[arg(long)]
+    pub keep_follows: bool,
 }
 
 impl LoadArgs {
@@ -110,5 +121,6 @@ mod tests {
         assert!(parse("--bogus 1").is_err());
         assert!(parse("--rate").is_err());
         assert!(parse("--url localhost:8090").is_err());
+        assert!(parse("--home-readers x").is_err());
     }
 }

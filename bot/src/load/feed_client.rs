@@ -18,6 +18,8 @@ pub struct ClientLog {
     pub arrivals: Vec<(u32, u64)>,
     pub connected: bool,
     pub lagged: bool,
+    /// The home reader (an index into the run's users), for a home stream.
+    pub home: Option<usize>,
     pub error: Option<String>,
 }
 
@@ -65,16 +67,25 @@ pub async fn resolve(url: &str) -> Result<(SocketAddr, String), ResolveError> {
     Ok((addr, host))
 }
 
-/// Holds one feed connection until `stop`, recording the run's messages.
+/// Holds one feed connection until `stop`, recording the run's messages:
+/// the global feed, or the home stream of `home` (`(index, user id)`).
 pub async fn run(
     addr: SocketAddr,
     host: String,
+    home: Option<(usize, String)>,
     marker: Arc<str>,
     start: Instant,
     stop: CancellationToken,
     counters: Arc<ClientCounters>,
 ) -> ClientLog {
-    let mut log = ClientLog::default();
+    let mut log = ClientLog {
+        home: home.as_ref().map(|(i, _)| *i),
+        ..ClientLog::default()
+    };
+    let query = match &home {
+        Some((_, user)) => format!("history=0&home={user}"),
+        None => "history=0".to_owned(),
+    };
     let stream = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => {
@@ -84,7 +95,7 @@ pub async fn run(
     };
     let mut reader = BufReader::with_capacity(16 * 1024, stream);
     let request = format!(
-        "GET /api/feed?history=0 HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /api/feed?{query} HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
     );
     if let Err(e) = reader.get_mut().write_all(request.as_bytes()).await {
         log.error = Some(format!("request: {e}"));

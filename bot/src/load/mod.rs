@@ -6,13 +6,16 @@
 //! `load <run> <n>` in its content; SSE clients (raw HTTP/1.0 connections,
 //! so thousands fit in one process) record when each `n` arrives. At the end,
 //! end-to-end latency is arrival minus send time, and each client's misses
-//! and repeats are counted against the acknowledged posts.
+//! and repeats are counted against the acknowledged posts it should get:
+//! all of them on the global feed, or with `--home-readers`, those whose
+//! author is its reader or one the reader follows (the run makes the
+//! follows first, through the API).
 
 pub mod args;
 pub mod feed_client;
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +46,92 @@ pub enum LoadError {
     FeedTarget(#[from] feed_client::ResolveError),
     #[error("could not build the HTTP client")]
     Http(#[from] reqwest::Error),
+    #[error(
+        "{0} of the home readers' follows were not made (the api answered otherwise than 204)"
+    )]
+    Follows(usize),
+}
+
+/// Who follows whom in a home run: per home reader, the authors (indexes
+/// into the run's users) whose posts it should get, itself included.
+pub struct HomeGraph {
+    pub wanted: Vec<HashSet<usize>>,
+}
+
+/// Makes the home readers follow others through the API (64 at a time).
+async fn make_follows(args: &LoadArgs) -> Result<HomeGraph, LoadError> {
+    let users = crate::generator::user_names(args.users);
+    let readers = args.home_readers.min(users.len());
+    let edges: Vec<(usize, usize)> = if args.keep_follows {
+        Vec::new()
+    } else {
+        crate::generator::follow_graph(&mut rand::rng(), users.len(), args.follows)
+            .into_iter()
+            .filter(|(f, _)| *f < readers)
+            .collect()
+    };
+    let mut wanted: Vec<HashSet<usize>> = (0..readers).map(|r| HashSet::from([r])).collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let signer = args.jwt_secret.as_deref().map(crate::token::Signer::new);
+    eprintln!(
+        "making {} follows for {readers} home readers...",
+        edges.len()
+    );
+    let mut failed = 0;
+    for chunk in edges.chunks(64) {
+        let mut batch = tokio::task::JoinSet::new();
+        for &(f, t) in chunk {
+            let url = format!("{}/api/users/{}/following/{}", args.url, users[f], users[t]);
+            let mut req = http.put(url);
+            if let Some(token) = signer.as_ref().and_then(|s| s.token(&users[f]).ok()) {
+                req = req.bearer_auth(token);
+            }
+            batch.spawn(async move { (f, t, req.send().await.is_ok_and(|r| r.status() == 204)) });
+        }
+        while let Some(done) = batch.join_next().await {
+            match done {
+                Ok((f, t, true)) => {
+                    wanted[f].insert(t);
+                }
+                _ => failed += 1,
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(LoadError::Follows(failed));
+    }
+    // What each reader follows is read back: follows made before the run
+    // (the bot's, whose users have the same names) count too.
+    let index: std::collections::HashMap<&str, usize> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.as_str(), i))
+        .collect();
+    for (reader, wants) in wanted.iter_mut().enumerate() {
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/api/users/{}/following?limit=1000",
+                args.url, users[reader]
+            );
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let page: serde_json::Value = http.get(url).send().await?.json().await?;
+            for id in page["following"].as_array().into_iter().flatten() {
+                if let Some(i) = id.as_str().and_then(|id| index.get(id)) {
+                    wants.insert(*i);
+                }
+            }
+            match page["next_after"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+    }
+    Ok(HomeGraph { wanted })
 }
 
 /// Runs a load test and prints the report; returns it for the caller.
@@ -64,44 +153,123 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, 
         latencies: Mutex::new(Vec::new()),
     });
 
+    let graph = if args.home_readers > 0 && args.get.is_none() {
+        Some(make_follows(&args).await?)
+    } else {
+        None
+    };
     // Feed clients first, so they see every post.
     let start = Instant::now();
     let counters = Arc::new(ClientCounters::default());
     let stop_clients = CancellationToken::new();
-    let mut clients = Vec::with_capacity(args.clients);
-    if args.get.is_none() && args.clients > 0 {
-        let mut targets = Vec::new();
-        for url in &args.feed_targets() {
-            targets.push(feed_client::resolve(url).await?);
-        }
-        eprintln!("connecting {} feed clients...", args.clients);
-        for i in 0..args.clients {
-            let (addr, host) = targets[i % targets.len()].clone();
-            clients.push(tokio::spawn(feed_client::run(
-                addr,
-                host,
-                marker.clone(),
-                start,
-                stop_clients.clone(),
-                counters.clone(),
-            )));
-            if i % 500 == 499 {
-                // Let the api accept in steps rather than one burst.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while counters.connected.load(Ordering::Relaxed) < args.clients && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        eprintln!(
-            "{} of {} feed clients connected",
-            counters.connected.load(Ordering::Relaxed),
-            args.clients
-        );
-    }
+    let clients = if args.get.is_none() && args.clients > 0 {
+        connect_clients(&args, &marker, start, &stop_clients, &counters).await?
+    } else {
+        Vec::new()
+    };
+    let posting = post_all(&args, &shared, &marker, start, &counters, &shutdown).await?;
 
+    // Drain: wait until every client has every acknowledged message it
+    // should get, or the drain time passes.
+    let accepted = shared.accepted.load(Ordering::Relaxed);
+    if !clients.is_empty() {
+        let want = match &graph {
+            None => accepted * clients.len() as u64,
+            Some(graph) => expected_home_events(&args, &shared, graph),
+        };
+        let deadline = Instant::now() + args.drain;
+        while counters.events.load(Ordering::Relaxed) < want
+            && Instant::now() < deadline
+            && !shutdown.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop_clients.cancel();
+    let mut logs = Vec::with_capacity(clients.len());
+    for c in clients {
+        logs.push(c.await.unwrap_or_default());
+    }
+    Ok(report(&args, &shared, posting, &logs, graph.as_ref()))
+}
+
+/// The deliveries a home run should end with: for each client, the
+/// acknowledged posts whose author its reader wants.
+fn expected_home_events(args: &LoadArgs, shared: &Shared, graph: &HomeGraph) -> u64 {
+    let users = args.users;
+    let mut per_author = vec![0u64; users];
+    for (n, acked) in shared.acked.iter().enumerate() {
+        if acked.load(Ordering::Relaxed) {
+            per_author[n % users] += 1;
+        }
+    }
+    let readers = graph.wanted.len();
+    (0..args.clients)
+        .map(|i| {
+            graph.wanted[i % readers]
+                .iter()
+                .map(|a| per_author[*a])
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Opens `args.clients` feed connections, in steps, and waits (up to two
+/// minutes) until they are all connected.
+async fn connect_clients(
+    args: &LoadArgs,
+    marker: &Arc<str>,
+    start: Instant,
+    stop: &CancellationToken,
+    counters: &Arc<ClientCounters>,
+) -> Result<Vec<tokio::task::JoinHandle<ClientLog>>, LoadError> {
+    let mut targets = Vec::new();
+    for url in &args.feed_targets() {
+        targets.push(feed_client::resolve(url).await?);
+    }
+    eprintln!("connecting {} feed clients...", args.clients);
+    let mut clients = Vec::with_capacity(args.clients);
+    let users = crate::generator::user_names(args.users);
+    let readers = args.home_readers.min(users.len());
+    for i in 0..args.clients {
+        let (addr, host) = targets[i % targets.len()].clone();
+        let home = (readers > 0).then(|| (i % readers, users[i % readers].clone()));
+        clients.push(tokio::spawn(feed_client::run(
+            addr,
+            host,
+            home,
+            marker.clone(),
+            start,
+            stop.clone(),
+            counters.clone(),
+        )));
+        if i % 500 == 499 {
+            // Let the api accept in steps rather than one burst.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while counters.connected.load(Ordering::Relaxed) < args.clients && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{} of {} feed clients connected",
+        counters.connected.load(Ordering::Relaxed),
+        args.clients
+    );
+    Ok(clients)
+}
+
+/// Runs the POST workers to the end of the schedule; returns how long
+/// posting took.
+async fn post_all(
+    args: &LoadArgs,
+    shared: &Arc<Shared>,
+    marker: &Arc<str>,
+    start: Instant,
+    counters: &Arc<ClientCounters>,
+    shutdown: &CancellationToken,
+) -> Result<Duration, LoadError> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .timeout(Duration::from_secs(30))
@@ -127,31 +295,25 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, 
         args.clients,
     ));
     for w in workers {
-        let _ = w.await;
+        // A worker that panicked leaves its counts intact: report them anyway.
+        if let Err(e) = w.await {
+            eprintln!("a post worker failed: {e}");
+        }
     }
     let posting = post_start.elapsed();
     progress.abort();
     eprintln!();
+    Ok(posting)
+}
 
-    // Drain: wait until every client has every acknowledged message, or the drain time passes.
-    let accepted = shared.accepted.load(Ordering::Relaxed);
-    if !clients.is_empty() {
-        let want = accepted * clients.len() as u64;
-        let deadline = Instant::now() + args.drain;
-        while counters.events.load(Ordering::Relaxed) < want
-            && Instant::now() < deadline
-            && !shutdown.is_cancelled()
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    stop_clients.cancel();
-    let mut logs = Vec::with_capacity(clients.len());
-    for c in clients {
-        logs.push(c.await.unwrap_or_default());
-    }
-
-    // A worker that panicked leaves its counts intact: report them anyway.
+/// The report of a finished run.
+fn report(
+    args: &LoadArgs,
+    shared: &Shared,
+    posting: Duration,
+    logs: &[ClientLog],
+    graph: Option<&HomeGraph>,
+) -> Report {
     let mut latencies = std::mem::take(
         &mut *shared
             .latencies
@@ -163,7 +325,8 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, 
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
-    let report = Report {
+    let accepted = shared.accepted.load(Ordering::Relaxed);
+    Report {
         mode: match &args.get {
             Some(path) => format!("GET {path}"),
             None => "POST /api/messages".into(),
@@ -177,9 +340,9 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> Result<Report, 
         errors,
         throughput_per_s: accepted as f64 / posting.as_secs_f64().max(1e-9),
         request_latency: Percentiles::from_nanos(&mut latencies),
-        delivery: (args.get.is_none() && args.clients > 0).then(|| delivery(&shared, &logs)),
-    };
-    Ok(report)
+        delivery: (args.get.is_none() && args.clients > 0)
+            .then(|| delivery(shared, logs, args.users, graph)),
+    }
 }
 
 async fn post_worker(
@@ -315,7 +478,12 @@ async fn progress_line(
     }
 }
 
-fn delivery(shared: &Shared, logs: &[ClientLog]) -> Delivery {
+fn delivery(
+    shared: &Shared,
+    logs: &[ClientLog],
+    users: usize,
+    graph: Option<&HomeGraph>,
+) -> Delivery {
     let sent = shared
         .next
         .load(Ordering::Relaxed)
@@ -335,10 +503,18 @@ fn delivery(shared: &Shared, logs: &[ClientLog]) -> Delivery {
         d.clients_lagged += usize::from(log.lagged);
         d.client_errors += usize::from(log.error.is_some());
         seen.iter_mut().for_each(|s| *s = 0);
+        // A home stream should get only its reader's authors' posts.
+        let wanted = log
+            .home
+            .zip(graph)
+            .map(|(reader, graph)| &graph.wanted[reader]);
         for &(n, at) in &log.arrivals {
             let n = n as usize;
             if n >= sent {
                 continue;
+            }
+            if wanted.is_some_and(|w| !w.contains(&(n % users))) {
+                d.unwanted_total += 1;
             }
             seen[n] = seen[n].saturating_add(1);
             if seen[n] == 1 {
@@ -352,7 +528,10 @@ fn delivery(shared: &Shared, logs: &[ClientLog]) -> Delivery {
         let missed = acked
             .iter()
             .zip(&seen)
-            .filter(|(a, s)| **a && **s == 0)
+            .enumerate()
+            .filter(|(n, (a, s))| {
+                **a && **s == 0 && wanted.is_none_or(|w| w.contains(&(n % users)))
+            })
             .count() as u64;
         d.missed_total += missed;
         d.clients_with_missed += usize::from(missed > 0);

@@ -48,6 +48,9 @@ pub struct Delivery {
     pub max_missed_per_client: u64,
     /// Messages a client received more than once, summed over clients.
     pub duplicates_total: u64,
+    /// Messages a home stream received whose author its reader does not
+    /// follow, summed over clients (always 0 on the global feed).
+    pub unwanted_total: u64,
     pub events_received: u64,
     pub end_to_end: Percentiles,
 }
@@ -130,6 +133,11 @@ impl Report {
                 ),
             );
             row(&mut out, "received twice", d.duplicates_total.to_string());
+            row(
+                &mut out,
+                "from authors not followed",
+                d.unwanted_total.to_string(),
+            );
             row(&mut out, "end-to-end latency", pct(&d.end_to_end));
         }
         out

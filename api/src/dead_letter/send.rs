@@ -6,13 +6,13 @@
 //! invalid, a truncated copy is sent instead: a prefix of the payload, with
 //! headers giving the original size and a SHA-256 of the full payload. Only a
 //! broker that is unavailable is waited for (with backoff), as everywhere
-//! else. The record format is in [`crate::dead_letter`].
+//! else. The record format is in [`super::format`].
 
 use rdkafka::message::{Message as _, OwnedMessage};
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{header, Cause};
+use super::format::{header, Cause};
 use crate::error::Chain;
 use crate::kafka::{ProduceError, Producer};
 use crate::metrics::{Metrics, RetryCause};
@@ -118,7 +118,7 @@ async fn send_refusable(
             Ok(_) => Ok(None),
             Err(e) if e.is_record_refused() => Ok(Some(e)),
             Err(e) => {
-                metrics.retry(RetryCause::Broker);
+                metrics.worker.retry(RetryCause::Broker);
                 Err(e)
             }
         }

@@ -14,11 +14,12 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
+use crate::auth::Tokens;
+use crate::error::{json_error_builder, retry_after_secs, Chain, ErrorCode, RETRY_AFTER_SECS};
 use crate::kafka::{ProduceError, Producer};
+use crate::limits::Limits;
 use crate::message::{self, FieldError, Message, UserId};
-use crate::metrics::{CodeLabel, Limit};
-use crate::state::AppState;
+use crate::metrics::{CodeLabel, Limit, Metrics};
 
 /// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -58,11 +59,6 @@ pub enum PostError {
     UserRateLimited(std::time::Duration),
     #[error("the body did not arrive within {} ms", .0.as_millis())]
     BodyTimeout(std::time::Duration),
-}
-
-/// Whole seconds to wait, at least one (`Retry-After` takes seconds).
-fn retry_after_secs(wait: std::time::Duration) -> u64 {
-    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 impl PostError {
@@ -133,6 +129,15 @@ impl ResponseError for PostError {
     }
 }
 
+/// What posting needs: where posts go and how long a body may take.
+pub struct Ingest {
+    pub producer: Producer,
+    /// `events-to-process`.
+    pub topic: String,
+    /// `HTTP_BODY_TIMEOUT_MS`.
+    pub body_timeout: std::time::Duration,
+}
+
 #[derive(Serialize)]
 struct Accepted {
     id: uuid::Uuid,
@@ -144,18 +149,21 @@ struct Accepted {
 pub async fn post_message(
     req: HttpRequest,
     body: web::Payload,
-    state: web::Data<AppState>,
+    ingest: web::Data<Ingest>,
+    limits: web::Data<Limits>,
+    tokens: web::Data<Tokens>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, PostError> {
-    let result = accept(&req, body, &state).await;
+    let result = queue_post(&req, body, &ingest, &limits, &tokens, &metrics).await;
     match &result {
         Ok(_) => {
-            state.metrics.posts_accepted.inc();
-            state.metrics.last_minute.post();
+            metrics.ingest.accepted.inc();
+            metrics.last_minute.post();
         }
         Err(e) => {
-            state
-                .metrics
-                .posts_rejected
+            metrics
+                .ingest
+                .rejected
                 .get_or_create(&CodeLabel {
                     code: e.code().as_str(),
                 })
@@ -165,47 +173,42 @@ pub async fn post_message(
     result
 }
 
-async fn accept(
+/// The whole post: limits, token, body, and the broker's acknowledgement.
+async fn queue_post(
     req: &HttpRequest,
     body: web::Payload,
-    state: &AppState,
+    ingest: &Ingest,
+    limits: &Limits,
+    tokens: &Tokens,
+    metrics: &Metrics,
 ) -> Result<HttpResponse, PostError> {
-    let client = state.limits.client_key(req);
-    if let Err(wait) = state.limits.posts.check(&client) {
-        state.metrics.refused(Limit::PostRate);
+    let client = limits.client_key(req);
+    if let Err(wait) = limits.posts.check(&client) {
+        metrics.refused(Limit::PostRate);
         return Err(PostError::RateLimited(wait));
     }
-    let poster = match &state.auth {
-        None => None,
-        Some(auth) => {
-            let poster = auth.poster(req).map_err(PostError::Unauthorized)?;
-            if let Err(wait) = state.limits.user_posts.check(&poster.as_str().to_owned()) {
-                state.metrics.refused(Limit::PostRate);
-                return Err(PostError::UserRateLimited(wait));
-            }
-            Some(poster)
+    let poster = tokens.poster(req).map_err(PostError::Unauthorized)?;
+    if let Some(poster) = &poster {
+        if let Err(wait) = limits.user_posts.check(&poster.as_str().to_owned()) {
+            metrics.refused(Limit::PostRate);
+            return Err(PostError::UserRateLimited(wait));
         }
-    };
+    }
     check_content_type(req)?;
     let key = idempotency_key(req)?;
-    let bytes = tokio::time::timeout(state.settings.limits.body_timeout, read_body(req, body))
+    let bytes = tokio::time::timeout(ingest.body_timeout, read_body(req, body))
         .await
-        .map_err(|_| PostError::BodyTimeout(state.settings.limits.body_timeout))??;
+        .map_err(|_| PostError::BodyTimeout(ingest.body_timeout))??;
     let message = parse(&bytes, poster.as_ref(), key)?;
     let started = std::time::Instant::now();
-    let queued = queue(
-        &state.producer,
-        &state.settings.kafka.topic_to_process,
-        &message,
-    )
-    .await;
+    let queued = queue(&ingest.producer, &ingest.topic, &message).await;
     match &queued {
-        Ok(()) => state
-            .metrics
+        Ok(()) => metrics
+            .ingest
             .broker_ack
             .observe(started.elapsed().as_secs_f64()),
         Err(_) => {
-            state.metrics.produce_failures.inc();
+            metrics.ingest.produce_failures.inc();
         }
     }
     queued?;

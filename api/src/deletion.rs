@@ -1,0 +1,147 @@
+//! `DELETE /api/messages/{id}` (docs/API.md, "Deleting a message"): checks
+//! who may delete and queues the deletion on `events-to-process`, keyed by
+//! the author, so it follows the post on its partition. The worker applies
+//! it in the same kind of idempotent transaction as a post: one number, one
+//! `event: delete`, however many requests arrive for one message.
+//!
+//! Checks in this order: the address's post rate, the token, the id, the
+//! message (the database must answer: unlike a post, a deletion needs it),
+//! the right to delete, then the produce.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::{AuthError, Tokens};
+use crate::error::{json_error_builder, retry_after_secs, Chain, ErrorCode, RETRY_AFTER_SECS};
+use crate::ingest::Ingest;
+use crate::kafka::ProduceError;
+use crate::limits::Limits;
+use crate::message::{self, Deletion, UserId};
+use crate::metrics::{Limit, Metrics};
+use crate::store::{Lookup, Store, StoreError};
+
+/// Why a deletion was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("too many requests from this address; retry after {} s", retry_after_secs(*.0))]
+    RateLimited(std::time::Duration),
+    #[error(transparent)]
+    Unauthorized(AuthError),
+    #[error("id: must be a message id (a UUID)")]
+    InvalidId,
+    #[error("the message could not be looked up; retry later")]
+    Unavailable(#[source] StoreError),
+    #[error("no stored message has this id (a message still on its way is not yet; retry)")]
+    NotFound,
+    #[error("only the author or a moderator may delete this message")]
+    Forbidden,
+    #[error("the deletion could not be queued; retry later")]
+    Queue(#[source] ProduceError),
+}
+
+impl ResponseError for DeleteError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            DeleteError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            DeleteError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            DeleteError::InvalidId => StatusCode::BAD_REQUEST,
+            DeleteError::Unavailable(_) | DeleteError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+            DeleteError::NotFound => StatusCode::NOT_FOUND,
+            DeleteError::Forbidden => StatusCode::FORBIDDEN,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut builder = HttpResponseBuilder::new(self.status_code());
+        let (code, field) = match self {
+            DeleteError::RateLimited(wait) => {
+                builder.insert_header((header::RETRY_AFTER, retry_after_secs(*wait).to_string()));
+                (ErrorCode::RateLimited, None)
+            }
+            DeleteError::Unauthorized(e) => {
+                builder.insert_header(crate::auth::CHALLENGE);
+                (e.code(), None)
+            }
+            DeleteError::InvalidId => (ErrorCode::InvalidPath, Some("id")),
+            DeleteError::Unavailable(cause) => {
+                tracing::warn!(error = %Chain(cause), "deletion answered 503: database unavailable");
+                builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+                (ErrorCode::DatabaseUnavailable, None)
+            }
+            DeleteError::NotFound => (ErrorCode::MessageNotFound, None),
+            DeleteError::Forbidden => (ErrorCode::Forbidden, None),
+            DeleteError::Queue(cause) => {
+                tracing::warn!(error = %Chain(cause), "deletion answered 503: broker did not acknowledge");
+                builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+                (ErrorCode::QueueUnavailable, None)
+            }
+        };
+        json_error_builder(builder, code, &self.to_string(), field)
+    }
+}
+
+#[derive(Serialize)]
+struct Queued {
+    id: Uuid,
+    status: &'static str,
+}
+
+/// `DELETE /api/messages/{id}`.
+pub async fn delete_message(
+    req: HttpRequest,
+    id: web::Path<String>,
+    ingest: web::Data<Ingest>,
+    store: web::Data<Store>,
+    limits: web::Data<Limits>,
+    tokens: web::Data<Tokens>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, DeleteError> {
+    let client = limits.client_key(&req);
+    if let Err(wait) = limits.posts.check(&client) {
+        metrics.refused(Limit::PostRate);
+        return Err(DeleteError::RateLimited(wait));
+    }
+    let deleter = tokens.deleter(&req).map_err(DeleteError::Unauthorized)?;
+    let id = Uuid::parse_str(&id).map_err(|_| DeleteError::InvalidId)?;
+    let (author, deleted) = match store.lookup(id).await.map_err(DeleteError::Unavailable)? {
+        None => return Err(DeleteError::NotFound),
+        Some(Lookup::Deleted { user_id, .. }) => (user_id, true),
+        Some(Lookup::Stored(s)) => (s.user_id().clone(), false),
+    };
+    if deleter.is_some_and(|d| !d.may_delete(&author)) {
+        return Err(DeleteError::Forbidden);
+    }
+    // A repeat: the deletion is applied already (or on its way, which the
+    // worker makes one deletion of anyway).
+    if !deleted {
+        queue(&ingest, id, author).await?;
+    }
+    metrics.ingest.deletions_accepted.inc();
+    tracing::debug!(%id, "deletion queued");
+    Ok(HttpResponse::Accepted().json(Queued {
+        id,
+        status: "queued",
+    }))
+}
+
+/// Produces the deletion, keyed by the author, and waits for the broker's ack.
+async fn queue(ingest: &Ingest, message_id: Uuid, author: UserId) -> Result<(), DeleteError> {
+    let deletion = Deletion {
+        message_id,
+        user_id: author,
+        requested_at: message::now_millis(),
+    };
+    ingest
+        .producer
+        .send(
+            &ingest.topic,
+            deletion.user_id.as_str().as_bytes(),
+            &message::encode_deletion(&deletion),
+            &[],
+        )
+        .await
+        .map(|_| ())
+        .map_err(DeleteError::Queue)
+}

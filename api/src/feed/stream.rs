@@ -1,0 +1,236 @@
+//! One client's stream: what it still has to send before it goes live (a
+//! reset notice, a page of history or catch-up), then the live events of
+//! its subscription, skipping what it sent already, with keep-alives.
+//!
+//! A small state machine polled by actix: no task per client. The next page
+//! is read only when the last one is taken, so what a connection holds is
+//! bounded by the server, not by how fast its client reads.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web_lab::sse;
+use serde_json::json;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::PAGE;
+use crate::broadcast::{Authors, FeedEvent, Live, Received};
+use crate::cursor;
+use crate::error::Chain;
+use crate::limits::admission::{ReadQueue, Ticket};
+use crate::message::{Sequenced, UserId};
+use crate::metrics::Metrics;
+use crate::store::{Scope, Store};
+
+/// What a stream has still to send before it goes live, and how far it has got.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Events ready to send (reset notice, history, a catch-up page).
+    pub(super) events: VecDeque<sse::Event>,
+    /// `Some(seq)`: more catch-up rows after `seq` may be in the database.
+    pub(super) catch_up: Option<i64>,
+    /// Highest sequence number sent; live events at or below it are skipped.
+    pub(super) last_sent: i64,
+}
+
+impl Pending {
+    pub(super) fn push_rows(&mut self, rows: Vec<Sequenced>) {
+        for row in rows {
+            self.last_sent = row.seq;
+            if let Some(event) = FeedEvent::new(&row) {
+                self.events.push_back(feed_event(&event));
+            }
+        }
+    }
+
+    /// A page of a catch-up; a full page means more may follow.
+    pub(super) fn push_page(&mut self, rows: Vec<Sequenced>) {
+        let full = rows.len() >= PAGE as usize;
+        self.push_rows(rows);
+        self.catch_up = full.then_some(self.last_sent);
+    }
+}
+
+fn feed_event(ev: &FeedEvent) -> sse::Event {
+    sse::Data::new(ev.data.clone())
+        .id(ev.cursor.clone())
+        .event(ev.name)
+        .into()
+}
+
+pub(super) fn reset_event(reason: &str, message: &str, before: i64) -> sse::Event {
+    sse::Data::new(json!({ "reason": reason, "message": message }).to_string())
+        .id(cursor::encode(before))
+        .event("reset")
+        .into()
+}
+
+/// Whose events a stream reads from the database, owned by the stream.
+pub(super) enum ReadScope {
+    All,
+    User(UserId),
+    /// A home timeline's authors as they were when the stream started
+    /// (shared with the router while that list is current).
+    Authors(Arc<Authors>),
+}
+
+impl ReadScope {
+    pub(super) fn scope(&self) -> Scope<'_> {
+        match self {
+            ReadScope::All => Scope::All,
+            ReadScope::User(user) => Scope::User(user),
+            ReadScope::Authors(authors) => Scope::Authors(&authors.list),
+        }
+    }
+}
+
+/// One client's position in the feed.
+pub(super) struct FeedStream {
+    live: Live,
+    /// This stream's place under the caps, given back when it ends.
+    _ticket: Ticket,
+    reads: ReadQueue,
+    metrics: Arc<Metrics>,
+    pending: Pending,
+    /// The broadcaster's position when this client subscribed. Once the
+    /// database reads are done the client is at least this far, even if no
+    /// message was sent (history=0, or a filter that matched nothing).
+    live_from: i64,
+    /// Needed until the stream is live; then dropped (a home timeline's
+    /// list is not kept per stream).
+    scope: ReadScope,
+    store: Store,
+    heartbeat: Duration,
+    /// When to check for silence. It is not re-armed on every event (a timer
+    /// per event per client showed in profiles; docs/PERFORMANCE.md): it
+    /// fires at most once per `heartbeat` and compares with `last_write`.
+    idle_deadline: Pin<Box<Sleep>>,
+    last_write: Instant,
+    /// Registered once per stream rather than once per event.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+/// What a connect has put together by the time its stream starts.
+pub(super) struct Opened {
+    pub live: Live,
+    /// The broadcaster's position when the client subscribed.
+    pub live_from: i64,
+    pub ticket: Ticket,
+    pub pending: Pending,
+    pub scope: ReadScope,
+}
+
+impl FeedStream {
+    pub(super) fn new(opened: Opened, feed: &super::Feed, reads: ReadQueue) -> Self {
+        let heartbeat = feed.settings.heartbeat;
+        FeedStream {
+            live: opened.live,
+            _ticket: opened.ticket,
+            reads,
+            metrics: feed.metrics.clone(),
+            pending: opened.pending,
+            live_from: opened.live_from,
+            scope: opened.scope,
+            store: feed.store.clone(),
+            heartbeat,
+            idle_deadline: Box::pin(tokio::time::sleep(heartbeat)),
+            last_write: Instant::now(),
+            // A child token of its own: the stream checks it on every poll, and
+            // checking the shared token took one lock for all streams at once.
+            shutdown: Box::pin(feed.shutdown.child_token().cancelled_owned()),
+            done: false,
+        }
+    }
+
+    pub(super) fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<sse::Event, std::convert::Infallible>> {
+        futures_util::stream::unfold(self, |mut s| async move {
+            let event = s.next_event().await?;
+            s.last_write = Instant::now();
+            if !matches!(event, sse::Event::Comment(_)) {
+                s.metrics.sse.events_sent.inc();
+            }
+            Some((Ok(event), s))
+        })
+    }
+
+    async fn next_event(&mut self) -> Option<sse::Event> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.pending.events.pop_front() {
+                return Some(event);
+            }
+            let Some(after) = self.pending.catch_up else {
+                self.pending.last_sent = self.pending.last_sent.max(self.live_from);
+                // Live events come filtered by the router: no list needed any more.
+                self.scope = ReadScope::All;
+                break;
+            };
+            let Some(_turn) = self.reads.turn().await else {
+                // The client reconnects with its last cursor and resumes.
+                tracing::debug!("feed catch-up found no turn to read; ending the stream");
+                return None;
+            };
+            // Deletions too, also for the rest of a long history: these
+            // reads can pass the subscription point, and a live `delete`
+            // at or below the last number sent is skipped.
+            match self.store.after(after, PAGE, self.scope.scope()).await {
+                Ok(rows) => self.pending.push_page(rows),
+                Err(e) => {
+                    // The client reconnects with its last cursor and resumes.
+                    tracing::warn!(error = %Chain(&e), "feed catch-up failed; ending the stream");
+                    return None;
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.as_mut() => return None,
+                received = self.live.recv() => match received {
+                    Received::Event(ev) => {
+                        if ev.seq <= self.pending.last_sent {
+                            continue;
+                        }
+                        self.pending.last_sent = ev.seq;
+                        return Some(feed_event(&ev));
+                    }
+                    Received::Lagged => {
+                        self.done = true;
+                        self.metrics.sse.lagged.inc();
+                        tracing::info!(last_sent = self.pending.last_sent, "feed client too slow; cutting it off");
+                        let data = json!({
+                            "reason": "client_too_slow",
+                            "message": "the client fell too far behind; reconnect with Last-Event-ID to resume",
+                            "last_event_id": cursor::encode(self.pending.last_sent),
+                        });
+                        // The `id:` makes an EventSource reconnect from here by itself.
+                        return Some(
+                            sse::Data::new(data.to_string())
+                                .id(cursor::encode(self.pending.last_sent))
+                                .event("lagged")
+                                .into(),
+                        );
+                    }
+                    Received::Closed => return None,
+                },
+                _ = self.idle_deadline.as_mut() => {
+                    let now = Instant::now();
+                    let silent_until = self.last_write + self.heartbeat;
+                    if now >= silent_until {
+                        self.idle_deadline.as_mut().reset(now + self.heartbeat);
+                        return Some(sse::Event::Comment("keep-alive".into()));
+                    }
+                    self.idle_deadline.as_mut().reset(silent_until);
+                }
+            }
+        }
+    }
+}
