@@ -158,7 +158,7 @@ pub struct FeedSettings {
     /// with `event: lagged` (`FEED_CLIENT_BUFFER`).
     pub client_buffer: usize,
     /// How far back a `Last-Event-ID` may point and still resume exactly
-    /// (`FEED_RESUME_WINDOW`, in messages).
+    /// (`FEED_RESUME_WINDOW`, in sequence numbers: messages and deletions).
     pub resume_window: i64,
     /// How long the broadcaster waits for an out-of-order record to arrive
     /// before it reads the missing messages from the database (`FEED_GAP_GRACE_MS`).

@@ -4,9 +4,9 @@
 //! it in the same kind of idempotent transaction as a post: one number, one
 //! `event: delete`, however many requests arrive for one message.
 //!
-//! Checks in this order: the address's post rate, the token, the id, the
-//! message (the database must answer: unlike a post, a deletion needs it),
-//! the right to delete, then the produce.
+//! Checks in this order: the address's post rate, the token (and its user's
+//! post rate), the id, the message (the database must answer: unlike a post,
+//! a deletion needs it), the right to delete, then the produce.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
@@ -27,12 +27,16 @@ use crate::store::{Lookup, Store, StoreError};
 pub enum DeleteError {
     #[error("too many requests from this address; retry after {} s", retry_after_secs(*.0))]
     RateLimited(std::time::Duration),
+    #[error("too many requests by this user; retry after {} s", retry_after_secs(*.0))]
+    UserRateLimited(std::time::Duration),
     #[error(transparent)]
     Unauthorized(AuthError),
     #[error("id: must be a message id (a UUID)")]
     InvalidId,
     #[error("the message could not be looked up; retry later")]
     Unavailable(#[source] StoreError),
+    #[error("too many database reads are waiting; retry later")]
+    Busy,
     #[error("no stored message has this id (a message still on its way is not yet; retry)")]
     NotFound,
     #[error("only the author or a moderator may delete this message")]
@@ -44,10 +48,14 @@ pub enum DeleteError {
 impl ResponseError for DeleteError {
     fn status_code(&self) -> StatusCode {
         match self {
-            DeleteError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            DeleteError::RateLimited(_) | DeleteError::UserRateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             DeleteError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             DeleteError::InvalidId => StatusCode::BAD_REQUEST,
-            DeleteError::Unavailable(_) | DeleteError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+            DeleteError::Unavailable(_) | DeleteError::Busy | DeleteError::Queue(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             DeleteError::NotFound => StatusCode::NOT_FOUND,
             DeleteError::Forbidden => StatusCode::FORBIDDEN,
         }
@@ -56,7 +64,7 @@ impl ResponseError for DeleteError {
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponseBuilder::new(self.status_code());
         let (code, field) = match self {
-            DeleteError::RateLimited(wait) => {
+            DeleteError::RateLimited(wait) | DeleteError::UserRateLimited(wait) => {
                 builder.insert_header((header::RETRY_AFTER, retry_after_secs(*wait).to_string()));
                 (ErrorCode::RateLimited, None)
             }
@@ -67,6 +75,10 @@ impl ResponseError for DeleteError {
             DeleteError::InvalidId => (ErrorCode::InvalidPath, Some("id")),
             DeleteError::Unavailable(cause) => {
                 tracing::warn!(error = %Chain(cause), "deletion answered 503: database unavailable");
+                builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+                (ErrorCode::DatabaseUnavailable, None)
+            }
+            DeleteError::Busy => {
                 builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
                 (ErrorCode::DatabaseUnavailable, None)
             }
@@ -104,8 +116,22 @@ pub async fn delete_message(
         return Err(DeleteError::RateLimited(wait));
     }
     let deleter = tokens.deleter(&req).map_err(DeleteError::Unauthorized)?;
+    if let Some(deleter) = &deleter {
+        if let Err(wait) = limits.user_posts.check(&deleter.user.as_str().to_owned()) {
+            metrics.refused(Limit::PostRate);
+            return Err(DeleteError::UserRateLimited(wait));
+        }
+    }
     let id = Uuid::parse_str(&id).map_err(|_| DeleteError::InvalidId)?;
-    let (author, deleted) = match store.lookup(id).await.map_err(DeleteError::Unavailable)? {
+    // The lookup takes a turn in the bounded queue of client reads, as pages
+    // do: a flood of deletions cannot take the connections the worker needs.
+    let Some(turn) = limits.reads.turn().await else {
+        metrics.refused(Limit::FeedDatabaseQueue);
+        return Err(DeleteError::Busy);
+    };
+    let found = store.lookup(id).await.map_err(DeleteError::Unavailable)?;
+    drop(turn);
+    let (author, deleted) = match found {
         None => return Err(DeleteError::NotFound),
         Some(Lookup::Deleted { user_id, .. }) => (user_id, true),
         Some(Lookup::Stored(s)) => (s.user_id().clone(), false),

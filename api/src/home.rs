@@ -28,11 +28,25 @@ use crate::store::{Store, StoreError};
 /// a change committed between the two reads leaves a newer version behind,
 /// which the next refresh finds, so the list only ever catches up.
 pub async fn authors_of(store: &Store, reader: &UserId) -> Result<Authors, StoreError> {
-    let version = store
+    let version = version_of(store, reader).await?;
+    authors_at(store, reader, version).await
+}
+
+/// The version of `reader`'s follows (0: they never changed).
+pub async fn version_of(store: &Store, reader: &UserId) -> Result<i64, StoreError> {
+    Ok(store
         .follow_versions(&[reader.as_str()])
         .await?
         .first()
-        .map_or(0, |(_, v)| *v);
+        .map_or(0, |(_, v)| *v))
+}
+
+/// `reader`'s authors, read after its version was read as `version`.
+pub async fn authors_at(
+    store: &Store,
+    reader: &UserId,
+    version: i64,
+) -> Result<Authors, StoreError> {
     let mut list = store.followed_by(reader).await?;
     list.push(reader.as_str().to_owned());
     Ok(Authors::new(version, list))

@@ -254,6 +254,21 @@ impl Broadcaster {
         (subscription, authors)
     }
 
+    /// A subscription to `audience` with the author list this instance
+    /// holds, if that list is at `version` or newer (see [`Router::join_current`]).
+    pub fn subscribe_current(
+        &self,
+        audience: Audience,
+        version: i64,
+    ) -> Option<(Subscription, Arc<Authors>)> {
+        let (routed, authors) = self.router.join_current(audience, version)?;
+        let subscription = Subscription {
+            live: Live::Routed(routed),
+            from: self.last_released(),
+        };
+        Some((subscription, authors))
+    }
+
     /// The index of filtered streams, for the task that keeps home readers'
     /// follows current.
     pub fn router(&self) -> Arc<Router> {

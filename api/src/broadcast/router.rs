@@ -12,10 +12,9 @@
 //! finds its queue closed once it has sent what is in it, and tells its
 //! client `event: lagged`, as a stream that fell behind the ring does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::mpsc;
+use std::task::{Poll, Waker};
 
 use super::FeedEvent;
 
@@ -45,9 +44,72 @@ impl Authors {
     }
 }
 
+/// One stream's queue of routed events. Not a channel: a tokio `mpsc`
+/// channel allocates a block of 32 slots and its bookkeeping up front (about
+/// 1 KiB) for every idle stream; this holds nothing until an event comes.
+struct Queue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    events: VecDeque<Arc<FeedEvent>>,
+    /// Set when the queue overflowed: the stream is behind.
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+impl Queue {
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds `event`, or closes the queue when it holds `capacity` already;
+    /// false when the stream is behind (closed).
+    fn push(&self, event: &Arc<FeedEvent>, capacity: usize) -> bool {
+        let mut state = self.state();
+        if state.events.len() >= capacity {
+            state.closed = true;
+        } else {
+            state.events.push_back(event.clone());
+        }
+        let open = !state.closed;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        open
+    }
+
+    fn poll_next(&self, cx: &mut std::task::Context<'_>) -> Poll<Option<Arc<FeedEvent>>> {
+        let mut state = self.state();
+        if let Some(event) = state.events.pop_front() {
+            if state.events.is_empty() && state.events.capacity() > SHRINK_ABOVE {
+                // A burst grew it: give the memory back while idle.
+                state.events.shrink_to(SHRINK_ABOVE);
+            }
+            return Poll::Ready(Some(event));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        match &mut state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+/// A queue that has emptied keeps at most this many slots.
+const SHRINK_ABOVE: usize = 16;
+
 /// A stream's end of its queue; leaves its audience when dropped.
 pub struct Routed {
-    rx: mpsc::Receiver<Arc<FeedEvent>>,
+    queue: Arc<Queue>,
     audience: Audience,
     id: u64,
     router: Arc<Router>,
@@ -55,9 +117,10 @@ pub struct Routed {
 
 impl Routed {
     /// The next event; `None` once the router dropped this stream because
-    /// its queue was full (the stream is behind: `event: lagged`).
+    /// its queue was full (the stream is behind: `event: lagged`), after the
+    /// events queued before that.
     pub async fn recv(&mut self) -> Option<Arc<FeedEvent>> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.queue.poll_next(cx)).await
     }
 }
 
@@ -69,7 +132,7 @@ impl Drop for Routed {
 
 struct Entry {
     authors: Arc<Authors>,
-    streams: HashMap<u64, mpsc::Sender<Arc<FeedEvent>>>,
+    streams: HashMap<u64, Arc<Queue>>,
 }
 
 #[derive(Default)]
@@ -142,14 +205,7 @@ impl Router {
     /// Adds a stream to `audience`. The list the stream reads its history
     /// with is returned: the audience's, or `authors` when that is newer.
     pub fn join(self: &Arc<Self>, audience: Audience, authors: Authors) -> (Routed, Arc<Authors>) {
-        let (tx, rx) = mpsc::channel(self.buffer);
         let mut routes = self.routes();
-        let id = routes.next_id;
-        routes.next_id += 1;
-        routes.streams += 1;
-        if matches!(audience, Audience::Home(_)) {
-            routes.home_streams += 1;
-        }
         let authors = Arc::new(authors);
         if routes.audiences.contains_key(&audience) {
             routes.update(&audience, authors);
@@ -163,20 +219,49 @@ impl Router {
                 },
             );
         }
-        let entry = routes
-            .audiences
-            .get_mut(&audience)
-            .expect("the audience was inserted above");
-        entry.streams.insert(id, tx);
+        self.add_stream(&mut routes, audience)
+            .expect("the audience was inserted above")
+    }
+
+    /// Adds a stream to `audience` if this instance holds its list at
+    /// `version` or newer: a connect then reads no list of its own.
+    pub fn join_current(
+        self: &Arc<Self>,
+        audience: Audience,
+        version: i64,
+    ) -> Option<(Routed, Arc<Authors>)> {
+        let mut routes = self.routes();
+        if routes.audiences.get(&audience)?.authors.version < version {
+            return None;
+        }
+        self.add_stream(&mut routes, audience)
+    }
+
+    /// A new stream of an audience held here; `None` when it is not.
+    fn add_stream(
+        self: &Arc<Self>,
+        routes: &mut Routes,
+        audience: Audience,
+    ) -> Option<(Routed, Arc<Authors>)> {
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+        });
+        let id = routes.next_id;
+        let entry = routes.audiences.get_mut(&audience)?;
+        entry.streams.insert(id, queue.clone());
         let authors = entry.authors.clone();
-        drop(routes);
+        routes.next_id += 1;
+        routes.streams += 1;
+        if matches!(audience, Audience::Home(_)) {
+            routes.home_streams += 1;
+        }
         let routed = Routed {
-            rx,
+            queue,
             audience,
             id,
             router: self.clone(),
         };
-        (routed, authors)
+        Some((routed, authors))
     }
 
     fn leave(&self, audience: &Audience, id: u64) {
@@ -208,7 +293,7 @@ impl Router {
             if let Some(entry) = routes.audiences.get_mut(audience) {
                 entry
                     .streams
-                    .retain(|_, tx| tx.try_send(event.clone()).is_ok());
+                    .retain(|_, queue| queue.push(event, self.buffer));
             }
         }
     }
@@ -276,8 +361,8 @@ mod tests {
         assert_eq!(carl.recv().await.map(|e| e.seq), Some(1));
         assert_eq!(home.recv().await.map(|e| e.seq), Some(2));
         assert_eq!(home.recv().await.map(|e| e.seq), Some(4));
-        assert!(home.rx.try_recv().is_err(), "nothing else");
-        assert!(carl.rx.try_recv().is_err(), "nothing else");
+        assert!(home.queue.state().events.is_empty(), "nothing else");
+        assert!(carl.queue.state().events.is_empty(), "nothing else");
     }
 
     #[tokio::test]
@@ -294,6 +379,35 @@ mod tests {
         let (_second, list) = router.join(Audience::Home("ann".into()), authors(1, &["ann"]));
         assert_eq!(list.version, 2);
         assert_eq!(router.counts(), (2, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_connect_reuses_a_list_held_at_its_version_or_newer() {
+        let router = Router::new(8);
+        let home = || Audience::Home("ann".into());
+        assert!(router.join_current(home(), 0).is_none(), "nothing held yet");
+        let (_first, _) = router.join(home(), authors(3, &["ann", "bob"]));
+        assert!(router.join_current(home(), 4).is_none(), "a newer version");
+        let (mut second, list) = router.join_current(home(), 3).expect("held at 3");
+        assert_eq!(list.list, ["ann", "bob"]);
+        assert_eq!(router.counts(), (2, 2, 1));
+        router.route(&event(1, "bob"));
+        assert_eq!(second.recv().await.map(|e| e.seq), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_stream_is_woken_by_its_next_event() {
+        let router = Router::new(8);
+        let (mut stream, _) = router.join(Audience::Author("bob".into()), authors(0, &["bob"]));
+        let waiting = tokio::spawn(async move { stream.recv().await.map(|e| e.seq) });
+        // Let the receiver park before the event comes.
+        tokio::task::yield_now().await;
+        router.route(&event(7, "bob"));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("the receiving task");
+        assert_eq!(got, Some(7));
     }
 
     #[tokio::test]

@@ -208,7 +208,8 @@ async fn open(
         },
         scope,
     ) = subscribe(&q, feed).await?;
-    let pending = first_page(&q, feed, live_from, scope.scope()).await?;
+    let upto = scope.catch_up_upto(live_from);
+    let pending = first_page(&q, feed, live_from, upto, scope.scope()).await?;
     drop(turn);
     tracing::debug!(
         user_id = ?q.user_id,
@@ -233,16 +234,25 @@ async fn open(
 
 /// The stream's subscription and whose events it reads: everything (the
 /// ring), one author, or a home timeline (routed, [`crate::broadcast::Router`]).
-/// A home timeline's authors are read first, so its history and resume
-/// use the follows as they are when the request starts.
+/// A home timeline's follows are read first, so its history and resume use
+/// them as they are when the request starts: their version always, the list
+/// only when this instance does not hold it at that version already.
 async fn subscribe(q: &FeedQuery, feed: &Feed) -> Result<(Subscription, ReadScope), ReadError> {
     if let Some(reader) = &q.home {
-        let authors = crate::home::authors_of(&feed.store, reader)
+        let audience = Audience::Home(reader.as_str().into());
+        let version = crate::home::version_of(&feed.store, reader)
             .await
             .map_err(ReadError::Unavailable)?;
-        let (sub, authors) = feed
+        if let Some((sub, authors)) = feed
             .broadcaster
-            .subscribe_to(Audience::Home(reader.as_str().into()), authors);
+            .subscribe_current(audience.clone(), version)
+        {
+            return Ok((sub, ReadScope::Authors(authors)));
+        }
+        let authors = crate::home::authors_at(&feed.store, reader, version)
+            .await
+            .map_err(ReadError::Unavailable)?;
+        let (sub, authors) = feed.broadcaster.subscribe_to(audience, authors);
         return Ok((sub, ReadScope::Authors(authors)));
     }
     if let Some(user) = &q.user_id {
@@ -262,6 +272,7 @@ async fn first_page(
     q: &FeedQuery,
     feed: &Feed,
     live_from: i64,
+    upto: Option<i64>,
     user: Scope<'_>,
 ) -> Result<Pending, ReadError> {
     let store = &feed.store;
@@ -283,7 +294,7 @@ async fn first_page(
                 .after(after, PAGE, user)
                 .await
                 .map_err(ReadError::Unavailable)?;
-            pending.push_page(rows);
+            pending.push_page(rows, upto);
         }
         Start::Fresh(reset) => {
             let history = q.history.unwrap_or(feed.settings.history_default);

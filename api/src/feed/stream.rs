@@ -46,11 +46,22 @@ impl Pending {
         }
     }
 
-    /// A page of a catch-up; a full page means more may follow.
-    pub(super) fn push_page(&mut self, rows: Vec<Sequenced>) {
+    /// A page of a catch-up; a full page means more may follow, up to
+    /// `upto` when given. A home stream's catch-up stops at its subscription
+    /// point: what is released after that comes through its routed queue,
+    /// which filters it by the follows as they are then, while these reads
+    /// filter by the list the request started with (a follow made during a
+    /// long catch-up must apply to what is released after it).
+    pub(super) fn push_page(&mut self, rows: Vec<Sequenced>, upto: Option<i64>) {
         let full = rows.len() >= PAGE as usize;
-        self.push_rows(rows);
-        self.catch_up = full.then_some(self.last_sent);
+        let Some(upto) = upto else {
+            self.push_rows(rows);
+            self.catch_up = full.then_some(self.last_sent);
+            return;
+        };
+        let reached = rows.last().is_some_and(|r| r.seq >= upto);
+        self.push_rows(rows.into_iter().filter(|r| r.seq <= upto).collect());
+        self.catch_up = (full && !reached).then_some(self.last_sent);
     }
 }
 
@@ -78,6 +89,12 @@ pub(super) enum ReadScope {
 }
 
 impl ReadScope {
+    /// How far its catch-up reads go: a home stream's, to its subscription
+    /// point (see [`Pending::push_page`]); any other, to the end.
+    pub(super) fn catch_up_upto(&self, live_from: i64) -> Option<i64> {
+        matches!(self, ReadScope::Authors(_)).then_some(live_from)
+    }
+
     pub(super) fn scope(&self) -> Scope<'_> {
         match self {
             ReadScope::All => Scope::All,
@@ -178,11 +195,13 @@ impl FeedStream {
                 tracing::debug!("feed catch-up found no turn to read; ending the stream");
                 return None;
             };
-            // Deletions too, also for the rest of a long history: these
-            // reads can pass the subscription point, and a live `delete`
-            // at or below the last number sent is skipped.
+            // Deletions too, also for the rest of a long history: a live
+            // `delete` at or below the last number sent is skipped.
             match self.store.after(after, PAGE, self.scope.scope()).await {
-                Ok(rows) => self.pending.push_page(rows),
+                Ok(rows) => {
+                    let upto = self.scope.catch_up_upto(self.live_from);
+                    self.pending.push_page(rows, upto);
+                }
                 Err(e) => {
                     // The client reconnects with its last cursor and resumes.
                     tracing::warn!(error = %Chain(&e), "feed catch-up failed; ending the stream");
@@ -232,5 +251,70 @@ impl FeedStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Content, Message};
+
+    fn rows(seqs: std::ops::RangeInclusive<i64>) -> Vec<Sequenced> {
+        seqs.map(|seq| {
+            Sequenced::message(
+                seq,
+                Message {
+                    id: uuid::Uuid::new_v4(),
+                    user_id: UserId::parse("alice").expect("valid user"),
+                    content: Content::parse("hi").expect("valid content"),
+                    created_at: chrono::Utc::now(),
+                },
+            )
+        })
+        .collect()
+    }
+
+    fn page() -> i64 {
+        i64::from(PAGE)
+    }
+
+    #[test]
+    fn a_full_page_below_the_subscription_point_asks_for_more() {
+        let mut pending = Pending::default();
+        pending.push_page(rows(1..=page()), Some(page() + 50));
+        assert_eq!(pending.events.len(), PAGE as usize);
+        assert_eq!(pending.catch_up, Some(page()));
+    }
+
+    #[test]
+    fn a_catch_up_stops_at_the_subscription_point() {
+        let mut pending = Pending::default();
+        pending.push_page(rows(1..=page()), Some(40));
+        assert_eq!(pending.events.len(), 40);
+        assert_eq!(pending.last_sent, 40);
+        assert_eq!(pending.catch_up, None);
+    }
+
+    #[test]
+    fn a_full_page_ending_at_the_subscription_point_is_the_last() {
+        let mut pending = Pending::default();
+        pending.push_page(rows(1..=page()), Some(page()));
+        assert_eq!(pending.events.len(), PAGE as usize);
+        assert_eq!(pending.catch_up, None);
+    }
+
+    #[test]
+    fn an_unbounded_catch_up_goes_on_while_pages_are_full() {
+        let mut pending = Pending::default();
+        pending.push_page(rows(1..=page()), None);
+        assert_eq!(pending.catch_up, Some(page()));
+    }
+
+    #[test]
+    fn a_short_page_ends_the_catch_up() {
+        let mut pending = Pending::default();
+        pending.push_page(rows(1..=3), Some(1_000));
+        assert_eq!(pending.last_sent, 3);
+        assert_eq!(pending.catch_up, None);
     }
 }

@@ -767,7 +767,28 @@ fn plan<'a>(batch: &[&'a Command], known: &Known, last: i64) -> Result<Plan<'a>,
             }
         }
     }
+    erase_deleted_in_batch(&mut plan);
     Ok(plan)
+}
+
+/// A message deleted in this batch goes out erased, never with its content:
+/// whether it was posted in this batch or is a redelivery of a stored one,
+/// the republished copy must not carry what the transaction erases.
+fn erase_deleted_in_batch(plan: &mut Plan<'_>) {
+    if plan.new_deletions.is_empty() {
+        return;
+    }
+    let gone: HashSet<Uuid> = plan.new_deletions.iter().map(|(_, id)| *id).collect();
+    for e in &mut plan.events {
+        if let Event::Message(m) = &e.event {
+            if gone.contains(&m.id) {
+                e.event = Event::Erased {
+                    id: m.id,
+                    user_id: m.user_id.clone(),
+                };
+            }
+        }
+    }
 }
 
 /// Inserts the new messages, then the deletions, and empties the deleted
@@ -834,12 +855,14 @@ async fn write_new(
             .await?;
         tx.execute(&insert, &[&ids, &seqs, &ofs, &users, &times])
             .await?;
+        // The row keeps the deletion's own time, as the `deletions` row does.
         let erase = tx
             .prepare_cached(
-                "UPDATE messages SET content = '', deleted_at = now() WHERE id = ANY($1)",
+                "UPDATE messages SET content = '', deleted_at = d.at \
+                 FROM unnest($1::UUID[], $2::TIMESTAMPTZ[]) AS d (id, at) WHERE messages.id = d.id",
             )
             .await?;
-        tx.execute(&erase, &[&ids]).await?;
+        tx.execute(&erase, &[&ids, &times]).await?;
     }
     Ok(())
 }
@@ -887,6 +910,71 @@ mod tests {
         for (code, constraint, want) in cases {
             assert_eq!(classify(code, *constraint), *want, "{code} {constraint:?}");
         }
+    }
+
+    fn post(user: &str) -> Command {
+        Command::Post(Message {
+            id: Uuid::new_v4(),
+            user_id: UserId::parse(user).expect("valid user"),
+            content: Content::parse("hello").expect("valid content"),
+            created_at: chrono::Utc::now(),
+        })
+    }
+
+    fn delete(of: &Command) -> Command {
+        let Command::Post(m) = of else {
+            panic!("a deletion deletes a post")
+        };
+        Command::Delete(crate::message::Deletion {
+            message_id: m.id,
+            user_id: m.user_id.clone(),
+            requested_at: chrono::Utc::now(),
+        })
+    }
+
+    #[test]
+    fn a_message_deleted_in_its_own_batch_goes_out_erased() {
+        let (a, b) = (post("alice"), post("bob"));
+        let del = delete(&a);
+        let batch = [&a, &b, &del];
+        let known = Known {
+            messages: HashMap::new(),
+            deletions: HashMap::new(),
+        };
+        let plan = plan(&batch, &known, 10).expect("a valid batch");
+        let seqs: Vec<i64> = plan.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [11, 12, 13]);
+        assert!(matches!(plan.events[0].event, Event::Erased { .. }));
+        assert!(matches!(plan.events[1].event, Event::Message(_)));
+        assert!(matches!(
+            plan.events[2].event,
+            Event::Deleted { of: 11, .. }
+        ));
+        assert_eq!(plan.new_posts.len(), 2);
+        assert_eq!(plan.new_deletions.len(), 1);
+    }
+
+    #[test]
+    fn a_redelivered_post_deleted_in_the_same_batch_goes_out_erased() {
+        let a = post("alice");
+        let del = delete(&a);
+        let Command::Post(m) = &a else { unreachable!() };
+        let known = Known {
+            messages: HashMap::from([(
+                m.id,
+                StoredMessage {
+                    seq: 4,
+                    user_id: m.user_id.clone(),
+                    message: Some(m.clone()),
+                },
+            )]),
+            deletions: HashMap::new(),
+        };
+        let plan = plan(&[&a, &del], &known, 10).expect("a valid batch");
+        assert_eq!(plan.events[0].seq, 4);
+        assert!(matches!(plan.events[0].event, Event::Erased { .. }));
+        assert!(matches!(plan.events[1].event, Event::Deleted { of: 4, .. }));
+        assert_eq!(plan.redelivered, 1);
     }
 
     #[test]

@@ -86,6 +86,9 @@ async fn a_deletion_reaches_every_client_once_in_order_and_erases_the_message() 
     assert_eq!(body, json!({ "id": id, "status": "queued" }));
     let (status, _) = delete(&app.app, &id, None).await;
     assert_eq!(status, 202);
+    // Applied before the next post is made: bob's post is on another
+    // partition and could otherwise be numbered first.
+    wait_deleted(&app, &id).await;
     let after_post = app.app.post_message("bob", "after the deletion").await;
 
     let deletion = before.next_named().await.expect("the deletion arrives");
@@ -387,7 +390,7 @@ async fn delete_while_posting(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_applies_each_deletion_once_in_order() {
-    use crate::faults::{post_stream, wait_stored, warm_up, FAULT_DEADLINE};
+    use crate::faults::{post_stream, wait_stored, warm_up};
     use crate::process::{ApiProcess, ResumingClient};
 
     let env = crate::helpers::TestEnv::new(false).await;
@@ -428,6 +431,85 @@ async fn a_worker_killed_mid_stream_applies_each_deletion_once_in_order() {
         "deletions were applied before the kill"
     );
 
+    verify_deletions("worker SIGKILL", &env, &acked, &deleted, vec![client]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_two_instances_applies_each_deletion_once_in_order() {
+    use crate::faults::{post_stream, wait_assigned, wait_stored, warm_up};
+    use crate::process::ResumingClient;
+
+    // Two instances, both running a worker, both behind the database proxy.
+    let env = crate::helpers::TestEnv::new(true).await;
+    let a = env.spawn(&[]).await;
+    let b = env.spawn(&[]).await;
+    let clients = vec![
+        ResumingClient::start("A", a.api.clone(), "?history=0").await,
+        ResumingClient::start("B", b.api.clone(), "?history=0").await,
+    ];
+    wait_assigned(&[&a.api, &b.api]).await;
+    let first = warm_up(&env, &a.api).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Deletions go to A, posts to both: both workers apply some of each.
+    let deleter = tokio::spawn(delete_while_posting(
+        env.db_url.clone(),
+        a.api.clone(),
+        stop.clone(),
+    ));
+    let poster = post_stream(vec![a.api.clone(), b.api.clone()], 900, 4);
+    wait_stored(&env, 150).await;
+    // Mid-stream for deletions too: some are applied before the cut.
+    eventually_within(crate::faults::FAULT_DEADLINE, || async {
+        let n: i64 = env
+            .db
+            .query_one("SELECT count(*) FROM deletions", &[])
+            .await
+            .ok()?
+            .get(0);
+        (n >= 5).then_some(())
+    })
+    .await
+    .expect("deletions are applied before the outage");
+    let proxy = env.proxy.as_ref().expect("proxy");
+    proxy.down();
+    let deletions_at_outage = env
+        .db
+        .query_one("SELECT count(*) FROM deletions", &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0);
+    // The outage lasts while 200 more posts are answered (a DELETE meanwhile
+    // answers 503 and is retried by the deleter).
+    poster.wait_progress(poster.progress() + 200).await;
+    proxy.up();
+    let (attempted, mut acked) = poster.finish().await;
+    assert_eq!(acked.len(), attempted, "every post answered 202");
+    acked.push(first);
+    stop.cancel();
+    let deleted = deleter.await.expect("the deleter");
+    println!(
+        "database outage, two instances: {} deletions requested, {deletions_at_outage} applied when it began",
+        deleted.len()
+    );
+    assert!(
+        deletions_at_outage > 0,
+        "deletions were applied before the outage"
+    );
+    verify_deletions("database outage", &env, &acked, &deleted, clients).await;
+}
+
+/// Waits until every acknowledged post is stored and every requested
+/// deletion applied, then checks: one deletion per message, messages and
+/// deletions numbered together without a gap, and each client got every
+/// message not deleted and every deletion once, in one increasing order.
+async fn verify_deletions(
+    name: &str,
+    env: &crate::helpers::TestEnv,
+    acked: &[String],
+    deleted: &[String],
+    clients: Vec<crate::process::ResumingClient>,
+) {
+    use crate::faults::FAULT_DEADLINE;
     // Every acknowledged post is stored and every requested deletion applied, once.
     let applied = eventually_within(FAULT_DEADLINE, || async {
         let rows = env
@@ -486,7 +568,7 @@ async fn a_worker_killed_mid_stream_applies_each_deletion_once_in_order() {
         assert!(seq > of, "a deletion comes after its message");
     }
 
-    // The client, connected throughout, got every message and every deletion once, in order.
+    // Each client, connected throughout, got every message and every deletion once, in order.
     // A message deleted before this instance's broadcaster read it (a gap
     // it filled from the database after the deletion) is rightly never
     // shown: the messages awaited are those not deleted.
@@ -500,35 +582,60 @@ async fn a_worker_killed_mid_stream_applies_each_deletion_once_in_order() {
         .filter(|m| !deleted_ids.contains(&m.1))
         .collect();
     let caught_up = eventually_within(FAULT_DEADLINE, || async {
-        let got = client.received();
-        (got.deletions.len() >= want_deletions.len()
-            && must.iter().all(|m| got.messages.contains(m)))
-        .then_some(())
+        clients
+            .iter()
+            .all(|client| {
+                let got = client.received();
+                got.deletions.len() >= want_deletions.len()
+                    && must.iter().all(|m| got.messages.contains(m))
+            })
+            .then_some(())
     })
     .await;
-    let (_, got) = client.finish().await;
-    println!(
-        "the client got {} of {} messages and {} deletions",
-        got.messages.len(),
-        messages.len(),
-        got.deletions.len()
-    );
-    assert!(caught_up.is_some(), "the client caught up");
-    let cursors: Vec<i64> = got.messages.iter().map(|(s, _)| *s).collect();
-    assert!(
-        cursors.windows(2).all(|w| w[0] < w[1]),
-        "in order, once each"
-    );
-    assert!(
-        got.messages.iter().all(|m| messages.contains(m)),
-        "only stored messages"
-    );
-    assert_eq!(
-        got.deletions, want_deletions,
-        "every deletion once, in order"
-    );
+    let mut results = Vec::new();
+    for client in clients {
+        results.push(client.finish().await);
+    }
+    for (label, got) in &results {
+        println!(
+            "{name}: client {label} got {} of {} messages and {} of {} deletions over {} connection(s)",
+            got.messages.len(),
+            messages.len(),
+            got.deletions.len(),
+            deletions.len(),
+            got.connections
+        );
+    }
+    assert!(caught_up.is_some(), "{name}: every client caught up");
     let deleted_set: HashSet<&String> = deleted.iter().collect();
-    assert!(got.deletions.iter().all(|(_, id)| deleted_set.contains(id)));
+    for (label, got) in &results {
+        assert!(
+            got.messages.iter().all(|m| messages.contains(m)),
+            "{name}, {label}: only stored messages"
+        );
+        assert_eq!(
+            got.deletions, want_deletions,
+            "{name}, {label}: every deletion once, in order"
+        );
+        assert!(got.deletions.iter().all(|(_, id)| deleted_set.contains(id)));
+        // One order for both kinds (which also means each once), and a
+        // deletion after its message wherever the client got the message.
+        assert!(
+            got.cursors.windows(2).all(|w| w[0] < w[1]),
+            "{name}, {label}: messages and deletions in one increasing order: {:?}",
+            got.cursors
+        );
+        for (seq, id) in &got.deletions {
+            let position = got.cursors.iter().position(|c| c == seq);
+            if let Some((shown, _)) = got.messages.iter().find(|(_, m)| m == id) {
+                let shown_at = got.cursors.iter().position(|c| c == shown);
+                assert!(
+                    shown_at < position,
+                    "{name}, {label}: the delete of {id} after its message"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -354,10 +354,19 @@ async fn a_home_stream_carries_the_followed_and_takes_follow_changes_live() {
         ("alice".into(), "a1".into()),
         "history"
     );
-    // Live: carl is not followed; the next event is alice's own.
-    app.post_message("carl", "c2").await;
+    // Live: carl is not followed; the next event is bob's.
+    let c2 = app.post_message("carl", "c2").await;
     app.post_message("bob", "b2").await;
     assert_eq!(next(&mut home).await, ("bob".into(), "b2".into()));
+    // c2 is on another partition and may be numbered after b2: it must be
+    // released before the follow below, or the follow rightly routes it.
+    let c2_seq = app.env.wait_persisted(&c2).await;
+    let released = eventually(|| async {
+        let (_, ready) = api.get_json("/api/ready").await;
+        (ready["broadcaster"]["last_released"].as_i64()? >= c2_seq).then_some(())
+    })
+    .await;
+    assert!(released.is_some(), "c2 is released");
     // Follow carl, then unfollow bob: the open stream takes each change,
     // once the instance has read it (each waited for alone, so the reload
     // seen is the one that includes it).
@@ -554,4 +563,76 @@ async fn follows_that_got_a_204_survive_a_sigkill_and_reach_the_other_instance()
         );
     }
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_made_during_a_long_catch_up_applies_to_what_is_released_after_it() {
+    use tokio::io::AsyncReadExt as _;
+    // Small buffers, so a client that does not read holds the server at its
+    // first page of history.
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("HTTP_SEND_BUFFER_BYTES", "4096".into()),
+            ("HTTP_WRITE_TIMEOUT_SECS", "120".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let api = &app.app.api;
+    assert_eq!(follow(api, "alice", "bob").await.0, 204);
+    // Each event about 1 KiB: a page of 100 is far more than the buffers.
+    let long = |i: usize| format!("{i} {}", "🚀".repeat(270));
+    for i in 0..300 {
+        app.post_message("bob", &long(i)).await;
+    }
+    app.env.wait_rows(300).await;
+
+    let mut stream = app
+        .app
+        .stalling_client("/api/feed?home=alice&history=300")
+        .await;
+    let mut probe = [0u8; 1];
+    stream.peek(&mut probe).await.expect("the stream has begun");
+    // While the client reads nothing (its catch-up is at its first page):
+    // alice follows carl, the instance takes the change, carl posts.
+    let before = reloads(api).await;
+    assert_eq!(follow(api, "alice", "carl").await.0, 204);
+    wait_reloaded(api, before).await;
+    let carls = app.post_message("carl", "after the follow").await;
+    app.env.wait_persisted(&carls).await;
+    // And bob after carl: a catch-up that read past its subscription point
+    // with the list it started with would send this one and skip carl's.
+    let last = app.post_message("bob", "after carl").await;
+    app.env.wait_persisted(&last).await;
+
+    // Now the client reads: 300 of bob's, carl's post, bob's last.
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let done = tokio::time::timeout(crate::faults::FAULT_DEADLINE, async {
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&raw);
+            if text.contains(&carls) && text.contains(&last) {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&raw);
+    let messages = text.matches("event: message").count();
+    println!(
+        "home catch-up during a follow: {messages} messages, carl's: {}",
+        text.contains(&carls)
+    );
+    assert!(
+        done.is_ok(),
+        "carl's post, released after the follow, reaches the stream: {messages} messages"
+    );
+    assert_eq!(messages, 302, "bob's 300, carl's, bob's last");
+    let (carl_at, last_at) = (text.find(&carls), text.find(&last));
+    assert!(carl_at < last_at, "in order");
 }

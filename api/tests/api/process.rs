@@ -189,6 +189,8 @@ pub struct Received {
     pub messages: Vec<(i64, String)>,
     /// `(cursor, deleted message's id)` of `delete` events, in arrival order.
     pub deletions: Vec<(i64, String)>,
+    /// The cursors of both kinds together, in arrival order.
+    pub cursors: Vec<i64>,
     pub connections: usize,
     pub lagged: usize,
     pub resets: usize,
@@ -292,15 +294,17 @@ async fn run_client(
                 Some("message") => {
                     let cursor = ev.id.clone().expect("message events have an id");
                     let id = ev.json()["id"].as_str().expect("id").to_owned();
-                    got.messages
-                        .push((cursor.parse().expect("numeric cursor"), id));
+                    let seq = cursor.parse().expect("numeric cursor");
+                    got.messages.push((seq, id));
+                    got.cursors.push(seq);
                     last = Some(cursor);
                 }
                 Some("delete") => {
                     let cursor = ev.id.clone().expect("delete events have an id");
                     let id = ev.json()["id"].as_str().expect("id").to_owned();
-                    got.deletions
-                        .push((cursor.parse().expect("numeric cursor"), id));
+                    let seq = cursor.parse().expect("numeric cursor");
+                    got.deletions.push((seq, id));
+                    got.cursors.push(seq);
                     last = Some(cursor);
                 }
                 Some("lagged") => {
