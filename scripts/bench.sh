@@ -20,7 +20,8 @@
 #
 # Everything runs on 127.0.0.1. Results also go to .data/bench/*.json.
 # BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run;
-# BENCH_ONLY=fanout runs only section 4, BENCH_ONLY=home only section 7 (for tuning).
+# BENCH_ONLY=fanout runs only section 4, BENCH_ONLY=home only section 7, BENCH_ONLY=home-idle
+# only its memory part 7a (for tuning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/native.sh
@@ -221,27 +222,33 @@ fanout_run() { # label clients post-url feed-url... -> prints a line, writes $OU
   # FANOUT_RATE and FANOUT_ARGS (home streams, section 7) change the load.
   read -r -a extra <<<"${FANOUT_ARGS:-}"
   $BOT load --url "$post" --rate "${FANOUT_RATE:-10}" --connections 4 --duration "$FANOUT_SECS" --clients "$clients" "${feeds[@]}" "${extra[@]}" --drain 20 --json "$f" >/dev/null 2>"$OUT/fanout-$label.log" &
-  local pid=$! peak=0 r
+  local pid=$! peak=0 r samples=()
   while kill -0 "$pid" 2>/dev/null; do
     r=$(rss_all); [ "$r" -gt "$peak" ] && peak=$r
+    samples+=("$r")
     sleep 1
   done
   wait "$pid" || true
   local cpu_ticks=$(( $(api_ticks) - t0 ))
   if [ "$post" = "$API" ]; then metrics_snapshot >"$OUT/.metrics-after"; stages=$(stage_means "$OUT/.metrics-before" "$OUT/.metrics-after"); fi
-  python3 - "$f" "$before" "$peak" "$clients" "$label" "$stages" "$cpu_ticks" "$(getconf CLK_TCK)" <<'PY'
-import json, sys
+  python3 - "$f" "$before" "$peak" "$clients" "$label" "$stages" "$cpu_ticks" "$(getconf CLK_TCK)" "${samples[*]}" <<'PY'
+import json, statistics, sys
 d = json.load(open(sys.argv[1])); before, peak, clients = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]); dl = d["delivery"]
 per = (peak - before) / clients if clients else 0
+# The median of the per-second samples: the level held while the clients
+# stayed connected, apart from the connect's peak.
+samples = [int(x) for x in sys.argv[9].split()] or [peak]
+held = (statistics.median(samples) - before) / clients if clients else 0
 d["api_stages_mean"] = json.loads(sys.argv[6])
 d["resident_kib_per_connection"] = round(per, 1)
+d["resident_kib_per_connection_median"] = round(held, 1)
 cpu_s = int(sys.argv[7]) / int(sys.argv[8])
 d["api_cpu_s"] = round(cpu_s, 2)
 d["api_cpu_us_per_delivered_event"] = round(cpu_s * 1e6 / max(dl["events_received"], 1), 2)
 json.dump(d, open(sys.argv[1], "w"), indent=2)
 print(f"  {sys.argv[5]}: {dl['clients_connected']}/{clients} connected, end-to-end p50 {dl['end_to_end']['p50_ms']:.1f} ms p99 {dl['end_to_end']['p99_ms']:.1f} ms max {dl['end_to_end']['max_ms']:.1f} ms, "
       f"received {dl['events_received']} (missed {dl['missed_total']}, twice {dl['duplicates_total']}, lagged clients {dl['clients_lagged']}), "
-      f"resident memory {before // 1024} -> {peak // 1024} MiB = {per:.1f} KiB per connection, "
+      f"resident memory {before // 1024} -> {peak // 1024} MiB = {per:.1f} KiB per connection at the peak, {held:.1f} KiB held (median), "
       f"api CPU {d['api_cpu_s']} s = {d['api_cpu_us_per_delivered_event']} us per delivered event"
       + (f", from authors not followed {dl['unwanted_total']}" if "unwanted_total" in dl else "")
       + (f"; api stage means {d['api_stages_mean']}" if d["api_stages_mean"] else ""))
@@ -278,27 +285,39 @@ fresh_api() {
   API_PIDS=$API_PID
 }
 
+# The follow graph of section 7: the bench's own (earlier runs' follows go,
+# the bot's too; it makes them again at its next start).
+home_graph() { # readers
+  local readers=$1 db
+  db=$(pg_superuser_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)
+  psql -q "$db" -c "DELETE FROM follows; UPDATE follow_versions SET version = version + 1;" >/dev/null
+  $BOT load --url "$API" --users "$readers" --home-readers "$readers" --follows 20 --clients 0 --rate 1 --duration 0.1 >/dev/null 2>&1
+  echo "  follows made: $(psql -tA "$db" -c 'SELECT count(*) FROM follows'), followers of the most followed: $(psql -tA "$db" -c 'SELECT count(*) FROM follows GROUP BY target ORDER BY 1 DESC LIMIT 1'), median: $(psql -tA "$db" -c 'SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY n) FROM (SELECT count(*) AS n FROM follows GROUP BY target) c')"
+}
+
+home_idle() { # clients readers
+  local n=$1 readers=$2
+  echo
+  echo "== 7a. memory of idle streams: $n unfiltered, then $n home streams (the graph above), 1 post every 10 s for 20 s, each on a fresh api"
+  fresh_api
+  FANOUT_SECS=20 FANOUT_RATE=0.1 FANOUT_ARGS="--users $readers" fanout_run "idle-unfiltered-$n" "$n" "$API" "$API"
+  fresh_api
+  FANOUT_SECS=20 FANOUT_RATE=0.1 FANOUT_ARGS="--users $readers --home-readers $readers --keep-follows" fanout_run "idle-home-$n" "$n" "$API" "$API"
+}
+
 home_section() {
   echo
   echo "== 7. home timelines: 10,000 streams over 1,000 readers each following 20 (Zipf: reader i follows user j with weight 1/(j+1)), 100 posts/s from those 1,000 users, next to 10,000 unfiltered streams at 10 posts/s (about the same deliveries per second), ${FANOUT_SECS} s each"
   local n=${BENCH_HOME_CLIENTS:-10000} readers=${BENCH_HOME_READERS:-1000} db
   db=$(pg_superuser_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)
-  # A graph of the run's own: earlier runs' follows go (the bot's too; it makes them again at its next start).
-  psql -q "$db" -c "DELETE FROM follows; UPDATE follow_versions SET version = version + 1;" >/dev/null
   # Each run on a fresh api process, so neither inherits the other's freed memory.
   fresh_api
   FANOUT_RATE=10 FANOUT_ARGS="--users $readers" fanout_run "home-unfiltered-$n" "$n" "$API" "$API"
   # The follows first, outside the measured run (its CPU is the deliveries').
-  $BOT load --url "$API" --users "$readers" --home-readers "$readers" --follows 20 --clients 0 --rate 1 --duration 0.1 >/dev/null 2>&1
-  echo "  follows made: $(psql -tA "$db" -c 'SELECT count(*) FROM follows'), followers of the most followed: $(psql -tA "$db" -c 'SELECT count(*) FROM follows GROUP BY target ORDER BY 1 DESC LIMIT 1'), median: $(psql -tA "$db" -c 'SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY n) FROM (SELECT count(*) AS n FROM follows GROUP BY target) c')"
+  home_graph "$readers"
   fresh_api
   FANOUT_RATE=100 FANOUT_ARGS="--users $readers --home-readers $readers --keep-follows" fanout_run "home-$n" "$n" "$API" "$API"
-  echo
-  echo "== 7a. memory of idle streams: 10,000 unfiltered, then 10,000 home streams (the graph above), 1 post every 10 s for 20 s, each on a fresh api"
-  fresh_api
-  FANOUT_SECS=20 FANOUT_RATE=0.1 FANOUT_ARGS="--users $readers" fanout_run "idle-unfiltered-$n" "$n" "$API" "$API"
-  fresh_api
-  FANOUT_SECS=20 FANOUT_RATE=0.1 FANOUT_ARGS="--users $readers --home-readers $readers --keep-follows" fanout_run "idle-home-$n" "$n" "$API" "$API"
+  home_idle "$n" "$readers"
   echo
   echo "== 7b. opening a home stream at 5,000 follows (history=100), and PostgreSQL's plan of its history query"
   # The heavy reader follows the 1,000 posting users and 4,000 who never posted.
@@ -323,6 +342,11 @@ SQL
   sed 's/^/  /' "$OUT/home-explain.txt"
 }
 if [ "$ONLY" = home ]; then home_section; log "Done (BENCH_ONLY=home). JSON reports in $OUT/"; exit 0; fi
+if [ "$ONLY" = home-idle ]; then
+  home_graph "${BENCH_HOME_READERS:-1000}"
+  home_idle "${BENCH_HOME_CLIENTS:-10000}" "${BENCH_HOME_READERS:-1000}"
+  log "Done (BENCH_ONLY=home-idle). JSON reports in $OUT/"; exit 0
+fi
 
 echo
 echo "== 4. fan-out on one instance next to the machine's ceiling: 10 msg/s for ${FANOUT_SECS} s; sse-ceiling (in-memory, no broker, no database) under the same load, alternating, ${RUNS} runs each"

@@ -37,6 +37,7 @@ use crate::config::FeedSettings;
 use crate::error::{json_error_builder, Chain, ErrorCode, RETRY_AFTER_SECS};
 use crate::limits::admission::Refusal;
 use crate::limits::Limits;
+use crate::message::UserId;
 use crate::metrics::{Limit, Metrics, ReasonLabel};
 use crate::store::{Scope, Store, StoreError};
 
@@ -191,23 +192,33 @@ async fn open(
         .admission
         .admit(limits.client_key(req))
         .map_err(ReadError::Refused)?;
-    // The database reads of this connect wait for their turn, so a herd of
-    // reconnecting clients cannot take the worker's database connections.
-    // A shutdown while it waits answers at once: the client goes elsewhere.
-    let turn = tokio::select! {
-        _ = feed.shutdown.cancelled() => return Err(ReadError::ShuttingDown),
-        turn = limits.reads.turn() => turn.ok_or(ReadError::Busy)?,
-    };
     // Subscribe first, read the database second: see the module docs.
     // Everything released after `live_from` is in the ring, and everything
     // released before it was committed before the rows below are read.
     let (
-        Subscription {
-            live,
-            from: live_from,
-        },
-        scope,
-    ) = subscribe(&q, feed).await?;
+        (
+            Subscription {
+                live,
+                from: live_from,
+            },
+            scope,
+        ),
+        turn,
+    ) = match subscribe_without_reads(&q, feed) {
+        // Reads nothing from the database: no turn to wait for.
+        Some(subscribed) => (subscribed, None),
+        None => {
+            // The database reads of this connect wait for their turn, so a
+            // herd of reconnecting clients cannot take the worker's database
+            // connections. A shutdown while it waits answers at once: the
+            // client goes elsewhere.
+            let turn = tokio::select! {
+                _ = feed.shutdown.cancelled() => return Err(ReadError::ShuttingDown),
+                turn = limits.reads.turn() => turn.ok_or(ReadError::Busy)?,
+            };
+            (subscribe(&q, feed).await?, Some(turn))
+        }
+    };
     let upto = scope.catch_up_upto(live_from);
     let pending = first_page(&q, feed, live_from, upto, scope.scope()).await?;
     drop(turn);
@@ -232,10 +243,32 @@ async fn open(
     Ok(stream_response().body(body))
 }
 
+/// The subscription of a connect that reads nothing from the database (no
+/// history, no resume), when it needs no follows read either: unfiltered and
+/// one-author streams always, a home stream when this instance holds its
+/// reader's list (live events follow the list this instance keeps current,
+/// as for every open home stream). `None`: it needs [`subscribe`].
+fn subscribe_without_reads(q: &FeedQuery, feed: &Feed) -> Option<(Subscription, ReadScope)> {
+    let reads = q.last_event_id.is_some()
+        || q.unusable_header
+        || q.history.unwrap_or(feed.settings.history_default) > 0;
+    if reads {
+        return None;
+    }
+    match (&q.home, &q.user_id) {
+        (Some(reader), _) => feed
+            .broadcaster
+            .subscribe_current(Audience::Home(reader.as_str().into()), 0)
+            .map(|(sub, authors)| (sub, ReadScope::Authors(authors))),
+        (None, Some(user)) => Some(subscribe_author(feed, user)),
+        (None, None) => Some((feed.broadcaster.subscribe(), ReadScope::All)),
+    }
+}
+
 /// The stream's subscription and whose events it reads: everything (the
 /// ring), one author, or a home timeline (routed, [`crate::broadcast::Router`]).
 /// A home timeline's follows are read first, so its history and resume use
-/// them as they are when the request starts: their version always, the list
+/// them as they are when the request starts: their version, and the list
 /// only when this instance does not hold it at that version already.
 async fn subscribe(q: &FeedQuery, feed: &Feed) -> Result<(Subscription, ReadScope), ReadError> {
     if let Some(reader) = &q.home {
@@ -256,13 +289,17 @@ async fn subscribe(q: &FeedQuery, feed: &Feed) -> Result<(Subscription, ReadScop
         return Ok((sub, ReadScope::Authors(authors)));
     }
     if let Some(user) = &q.user_id {
-        let (sub, _) = feed.broadcaster.subscribe_to(
-            Audience::Author(user.as_str().into()),
-            Authors::new(0, vec![user.as_str().to_owned()]),
-        );
-        return Ok((sub, ReadScope::User(user.clone())));
+        return Ok(subscribe_author(feed, user));
     }
     Ok((feed.broadcaster.subscribe(), ReadScope::All))
+}
+
+fn subscribe_author(feed: &Feed, user: &UserId) -> (Subscription, ReadScope) {
+    let (sub, _) = feed.broadcaster.subscribe_to(
+        Audience::Author(user.as_str().into()),
+        Authors::new(0, vec![user.as_str().to_owned()]),
+    );
+    (sub, ReadScope::User(user.clone()))
 }
 
 /// Where the stream starts ([`start::decide`]) and the first page from

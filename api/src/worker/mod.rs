@@ -19,6 +19,7 @@
 //! the batch is split in halves until the record at fault fails alone, so the
 //! others are still stored, in order.
 
+mod orphans;
 mod progress;
 
 use std::ops::Range;
@@ -29,7 +30,7 @@ use futures_util::FutureExt as _;
 use rand::Rng as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +76,66 @@ fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::
     let consumer: StreamConsumer = config.create()?;
     consumer.subscribe(&[&settings.topic_to_process])?;
     Ok(consumer)
+}
+
+/// What a look at the partitions this member does not own found.
+type ForeignLook = Result<Vec<orphans::Foreign>, rdkafka::error::KafkaError>;
+
+/// The look's result once it is done; never, while none is under way.
+async fn finished(
+    look: &mut Option<JoinHandle<ForeignLook>>,
+) -> Result<ForeignLook, tokio::task::JoinError> {
+    match look {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The partitions of `topic` this member does not own, with the group's
+/// committed offset and each one's end. Blocking: run it off the runtime.
+fn foreign_partitions(consumer: &StreamConsumer, topic: &str) -> ForeignLook {
+    // Short: a look still under way when the process stops delays its exit.
+    let timeout = Duration::from_secs(1);
+    let owned: Vec<i32> = consumer
+        .assignment()?
+        .elements_for_topic(topic)
+        .iter()
+        .map(|tp| tp.partition())
+        .collect();
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let others: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| !owned.contains(p))
+        .collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut list = TopicPartitionList::new();
+    for p in &others {
+        list.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(list, timeout)?;
+    others
+        .iter()
+        .map(|&partition| {
+            let (_, end) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            let committed =
+                committed
+                    .find_partition(topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            Ok(orphans::Foreign {
+                partition,
+                committed,
+                end,
+            })
+        })
+        .collect()
 }
 
 /// Retries of a conflict with another writer that wait only a few
@@ -133,11 +194,24 @@ impl Worker {
         let mut backoff = Backoff::new();
         let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
         let mut empty_since: Option<std::time::Instant> = None;
+        let mut orphans = orphans::Orphans::default();
+        // A look at the partitions this member does not own, under way off
+        // the runtime: the loop goes on consuming meanwhile.
+        let mut look: Option<JoinHandle<ForeignLook>> = None;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = watchdog.tick() => {
-                    self.check_assignment(&mut empty_since);
+                    if self.check_assignment(&mut empty_since) {
+                        orphans.clear();
+                    } else if look.is_none() {
+                        look = self.look_at_foreign_partitions();
+                    }
+                    continue;
+                }
+                seen = finished(&mut look) => {
+                    look = None;
+                    self.check_orphans(seen, &mut orphans).await;
                     continue;
                 }
                 received = self.consumer.recv() => received.map(|m| m.detach()),
@@ -206,28 +280,83 @@ impl Worker {
     /// remaining member and never rebalance again; a fresh join, once the dead
     /// member has expired, gets the partitions back. With Apache Kafka this
     /// only fires when there are more workers than partitions.
-    fn check_assignment(&self, empty_since: &mut Option<std::time::Instant>) {
+    /// True when it rejoined.
+    fn check_assignment(&self, empty_since: &mut Option<std::time::Instant>) -> bool {
         let Some(limit) = self.settings.rejoin_when_empty else {
-            return;
+            return false;
         };
         let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
         if assigned > 0 {
             *empty_since = None;
-            return;
+            return false;
         }
         let since = *empty_since.get_or_insert_with(std::time::Instant::now);
         if since.elapsed() < limit {
-            return;
+            return false;
         }
         tracing::warn!(
             empty_for_s = since.elapsed().as_secs(),
             "worker has had no partitions; rejoining the consumer group"
         );
+        self.rejoin();
+        *empty_since = None;
+        true
+    }
+
+    /// Starts a look at the partitions this member does not own (when the
+    /// rejoin is on). librdkafka's calls block until the broker answers.
+    fn look_at_foreign_partitions(&self) -> Option<JoinHandle<ForeignLook>> {
+        self.settings.rejoin_when_empty?;
+        let consumer = self.consumer.clone();
+        let topic = self.kafka.topic_to_process.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            foreign_partitions(&consumer, &topic)
+        }))
+    }
+
+    /// Rejoins the group when a partition this member does not own has had
+    /// records waiting and no committed progress for
+    /// `WORKER_REJOIN_EMPTY_SECS` while the database answers: no live member
+    /// serves it ([`orphans`]).
+    async fn check_orphans(
+        &self,
+        seen: Result<ForeignLook, tokio::task::JoinError>,
+        orphans: &mut orphans::Orphans,
+    ) {
+        let Some(limit) = self.settings.rejoin_when_empty else {
+            return;
+        };
+        let foreign = match seen {
+            Ok(Ok(foreign)) => foreign,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %Chain(&e), "could not read the group's other partitions");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the look at the group's other partitions did not finish");
+                return;
+            }
+        };
+        let stuck = orphans.observe(&foreign, std::time::Instant::now(), limit);
+        // Another member waiting for a database that is down is not gone.
+        if stuck.is_empty() || self.store.counter().await.is_err() {
+            return;
+        }
+        tracing::warn!(
+            partitions = ?stuck,
+            no_progress_for_s = limit.as_secs(),
+            "partitions with records waiting have made no progress under any member; rejoining the consumer group"
+        );
+        self.rejoin();
+        orphans.clear();
+    }
+
+    /// Leaves the group and joins it again: the coordinator assigns afresh.
+    fn rejoin(&self) {
         self.consumer.unsubscribe();
         if let Err(e) = self.consumer.subscribe(&[&self.kafka.topic_to_process]) {
             tracing::error!(error = %Chain(&e), "could not resubscribe");
         }
-        *empty_since = None;
     }
 
     /// Processes one batch completely. Returns false only when shutdown

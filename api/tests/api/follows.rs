@@ -552,10 +552,15 @@ async fn follows_that_got_a_204_survive_a_sigkill_and_reach_the_other_instance()
         answered.last().expect("some follows answered"),
     ] {
         let id = b.api.post_message(author, "after the kill").await;
-        let ev = home
+        let Some(ev) = home
             .next_message_within(crate::faults::FAULT_DEADLINE)
             .await
-            .unwrap_or_else(|| panic!("a post of {author}"));
+        else {
+            let (_, ready) = b.api.get_json("/api/ready").await;
+            let (_, status) = b.api.get_json("/api/status").await;
+            let stored = env.rows_with_id(&id).await;
+            panic!("no post of {author} on B's home stream (stored: {stored}); B ready {ready}; status {status}");
+        };
         assert_eq!(
             ev.json()["id"],
             id.as_str(),

@@ -272,7 +272,17 @@ async fn a_connect_that_waits_too_long_for_the_database_gets_unavailable() {
     let refused = second.next_named().await.expect("an event");
     assert_eq!(refused.event.as_deref(), Some("unavailable"));
     assert_eq!(refused.json()["reason"], "busy");
+    // A connect that reads nothing from the database does not queue for a
+    // turn: admitted while the queue is full.
+    let mut live_only = app.feed("?history=0", None).await;
     app.env.db.batch_execute("ROLLBACK").await.expect("unlock");
+    let live = app.post_message("tom", "live").await;
+    let got = live_only.next_named().await.expect("an event");
+    assert_eq!(
+        got.json()["id"],
+        live.as_str(),
+        "the history=0 stream was admitted: {got:?}"
+    );
     let mut first = first.await.expect("first connect");
     let history = first
         .next_message()
