@@ -25,8 +25,14 @@ API_PORT=${PORT:-8090}
 # on PORT: inside the container the api always listens on 8090.
 DOCKER_API_PORT=${FEED_API_PORT:-8090}
 
+# v1 builds through the docker CLI with BuildKit only when asked on engines
+# before 23.0; the Dockerfile's cache mounts need BuildKit.
 compose() {
-  if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
+  if docker compose version >/dev/null 2>&1; then
+    docker compose "$@"
+  else
+    DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1 docker-compose "$@"
+  fi
 }
 
 # Every service, those under a profile (Prometheus) included: Compose v2 stops
@@ -190,10 +196,10 @@ docker_up() {
   log "Waiting for /api/ready..."
   local i
   for ((i = 0; i < 300; i++)); do
-    if ready_json "$DOCKER_API_PORT" | grep -q '"ready"'; then break; fi
+    if ready_json "$DOCKER_API_PORT" | grep -q '"status":"ready"'; then break; fi
     sleep 1
   done
-  ready_json "$DOCKER_API_PORT" | grep -q '"ready"' || die "the api is not ready after 300 s; see: docker compose logs api"
+  ready_json "$DOCKER_API_PORT" | grep -q '"status":"ready"' || die "the api is not ready after 300 s on 127.0.0.1:$DOCKER_API_PORT; see: docker compose logs api"
   cat <<MSG
 
 The feed is running in Docker (Apache Kafka, CockroachDB roach1 + roach2).
@@ -203,6 +209,7 @@ The feed is running in Docker (Apache Kafka, CockroachDB roach1 + roach2).
   Post:         curl -X POST http://localhost:$DOCKER_API_PORT/api/messages -H 'Content-Type: application/json' \\
                      -d '{"user_id":"alice","content":"Hello, feed!"}'
   CockroachDB admin UI: http://localhost:8080 (roach1), http://localhost:8081 (roach2)
+  SQL shell:    docker compose exec roach1 cockroach sql --insecure --host=roach1:26257
   Metrics:      curl http://localhost:$DOCKER_API_PORT/metrics  (Prometheus: docker compose --profile monitoring up -d)
   Logs:         docker compose logs -f api bot
   Stop:         bash start.sh stop   (keeps the data volumes; docker compose --profile '*' down -v deletes them)
