@@ -57,6 +57,9 @@ pub struct Settings {
     /// How long the HTTP server waits for in-flight requests at shutdown
     /// (`SHUTDOWN_TIMEOUT_SECS`); the whole shutdown stays within 10 s.
     pub shutdown_timeout: Duration,
+    /// How often the kinds of records this instance may write are read from
+    /// the database (`FEATURE_REFRESH_MS`; docs/OPERATIONS.md).
+    pub feature_refresh: Duration,
     /// Serve `/metrics` on this address instead of the main port
     /// (`METRICS_ADDR`, e.g. `127.0.0.1:9100`), so it can stay off the public port.
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -268,6 +271,7 @@ impl Settings {
             feed: FeedSettings::from_env(&env)?,
             worker: WorkerSettings::from_env(&env)?,
             shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", 5, 1..=300)?,
+            feature_refresh: env.millis("FEATURE_REFRESH_MS", 5000, 100..=600_000)?,
             limits: LimitSettings::from_env(&env, database.pool_size)?,
             auth: AuthSettings::from_env(&env)?,
             database,
@@ -796,6 +800,7 @@ mod tests {
         ("FEED_GAP_GRACE_MS", "60001"),
         ("FOLLOW_MAX", "0"),
         ("FOLLOW_REFRESH_MS", "5"),
+        ("FEATURE_REFRESH_MS", "99"),
     ];
 
     /// Variables that take any value (or whose value is checked by the

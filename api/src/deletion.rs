@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::{AuthError, Tokens};
 use crate::error::{json_error_builder, retry_after_secs, Chain, ErrorCode, RETRY_AFTER_SECS};
+use crate::features::Feature;
 use crate::ingest::Ingest;
 use crate::kafka::ProduceError;
 use crate::limits::Limits;
@@ -43,6 +44,8 @@ pub enum DeleteError {
     Forbidden,
     #[error("the deletion could not be queued; retry later")]
     Queue(#[source] ProduceError),
+    #[error("deletions are not turned on yet: they are once every instance runs a release that reads them (docs/OPERATIONS.md)")]
+    NotEnabled,
 }
 
 impl ResponseError for DeleteError {
@@ -53,9 +56,10 @@ impl ResponseError for DeleteError {
             }
             DeleteError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             DeleteError::InvalidId => StatusCode::BAD_REQUEST,
-            DeleteError::Unavailable(_) | DeleteError::Busy | DeleteError::Queue(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            DeleteError::Unavailable(_)
+            | DeleteError::Busy
+            | DeleteError::Queue(_)
+            | DeleteError::NotEnabled => StatusCode::SERVICE_UNAVAILABLE,
             DeleteError::NotFound => StatusCode::NOT_FOUND,
             DeleteError::Forbidden => StatusCode::FORBIDDEN,
         }
@@ -82,6 +86,10 @@ impl ResponseError for DeleteError {
                 builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
                 (ErrorCode::DatabaseUnavailable, None)
             }
+            DeleteError::NotEnabled => {
+                builder.insert_header((header::RETRY_AFTER, NOT_ENABLED_RETRY_SECS));
+                (ErrorCode::NotEnabled, None)
+            }
             DeleteError::NotFound => (ErrorCode::MessageNotFound, None),
             DeleteError::Forbidden => (ErrorCode::Forbidden, None),
             DeleteError::Queue(cause) => {
@@ -93,6 +101,10 @@ impl ResponseError for DeleteError {
         json_error_builder(builder, code, &self.to_string(), field)
     }
 }
+
+/// `Retry-After` while deletions are off: the switch is an operator's, not
+/// a moment's trouble.
+const NOT_ENABLED_RETRY_SECS: &str = "60";
 
 #[derive(Serialize)]
 struct Queued {
@@ -114,6 +126,10 @@ pub async fn delete_message(
     if let Err(wait) = limits.posts.check(&client) {
         metrics.refused(Limit::PostRate);
         return Err(DeleteError::RateLimited(wait));
+    }
+    // An older release may still run: it would dead-letter the record.
+    if !ingest.features.is_enabled(Feature::Deletions) {
+        return Err(DeleteError::NotEnabled);
     }
     let deleter = tokens.deleter(&req).map_err(DeleteError::Unauthorized)?;
     if let Some(deleter) = &deleter {

@@ -43,10 +43,11 @@ pub enum ErrorCode {
     CannotFollowSelf,
     TooManyFollows,
     NotFollowing,
+    NotEnabled,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidBody,
@@ -75,6 +76,7 @@ impl ErrorCode {
         ErrorCode::CannotFollowSelf,
         ErrorCode::TooManyFollows,
         ErrorCode::NotFollowing,
+        ErrorCode::NotEnabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +109,7 @@ impl ErrorCode {
             ErrorCode::CannotFollowSelf => "cannot_follow_self",
             ErrorCode::TooManyFollows => "too_many_follows",
             ErrorCode::NotFollowing => "not_following",
+            ErrorCode::NotEnabled => "not_enabled",
         }
     }
 }

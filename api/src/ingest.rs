@@ -136,6 +136,8 @@ pub struct Ingest {
     pub topic: String,
     /// `HTTP_BODY_TIMEOUT_MS`.
     pub body_timeout: std::time::Duration,
+    /// The kinds of records this instance may write (a post is always one).
+    pub features: std::sync::Arc<crate::features::Features>,
 }
 
 #[derive(Serialize)]

@@ -27,6 +27,7 @@ pub(crate) mod cursor;
 pub mod dead_letter;
 pub(crate) mod deletion;
 pub mod error;
+pub(crate) mod features;
 pub(crate) mod feed;
 pub(crate) mod follows;
 pub(crate) mod health;

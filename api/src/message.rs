@@ -317,7 +317,6 @@ pub struct PublicMessage<'a> {
 /// Wire format of a message on both topics. `seq` is present only on
 /// `events-processed`.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Envelope {
     #[serde(rename = "type")]
     kind: String,
@@ -333,7 +332,6 @@ struct Envelope {
 /// Wire format of a deletion: on `events-to-process` the request, on
 /// `events-processed` with its own `seq` and the deleted message's `of`.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DeletionEnvelope {
     #[serde(rename = "type")]
     kind: String,
@@ -351,7 +349,6 @@ struct DeletionEnvelope {
 /// Wire format of an erased message on `events-processed`: its number, and
 /// nothing of what it said.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ErasedEnvelope {
     #[serde(rename = "type")]
     kind: String,
@@ -372,6 +369,11 @@ struct Kind {
 const ENVELOPE_TYPE: &str = "message.created";
 const DELETED_TYPE: &str = "message.deleted";
 const ERASED_TYPE: &str = "message.erased";
+/// The version this release writes, and the newest it reads: a reader takes
+/// every version from 1 to this one, and ignores fields it does not know,
+/// so a release can add a field without a new version, and readers of the
+/// release before can read it (docs/OPERATIONS.md, "Rolling upgrade and
+/// rollback").
 const ENVELOPE_VERSION: u32 = 1;
 
 /// A record that cannot be turned back into a message: it goes to the dead-letter topic.
@@ -459,7 +461,7 @@ fn kind_of(payload: Option<&[u8]>) -> Result<(&[u8], String), DecodeError> {
         .ok_or(DecodeError::Empty)?;
     let k: Kind = serde_json::from_slice(payload)?;
     let known = [ENVELOPE_TYPE, DELETED_TYPE, ERASED_TYPE].contains(&k.kind.as_str());
-    if !known || k.version != ENVELOPE_VERSION {
+    if !known || !(1..=ENVELOPE_VERSION).contains(&k.version) {
         return Err(DecodeError::Unsupported {
             kind: k.kind,
             version: k.version,
@@ -648,12 +650,51 @@ mod tests {
             decode(Some(record.to_string().as_bytes())),
             Err(DecodeError::Unsupported { version: 2, .. })
         ));
+        record["version"] = 0.into();
+        assert!(matches!(
+            decode(Some(record.to_string().as_bytes())),
+            Err(DecodeError::Unsupported { version: 0, .. })
+        ));
         record["version"] = 1.into();
         record["type"] = "message.updated".into();
         assert!(matches!(
             decode(Some(record.to_string().as_bytes())),
             Err(DecodeError::Unsupported { version: 1, .. })
         ));
+    }
+
+    #[test]
+    fn fields_a_reader_does_not_know_are_ignored() {
+        // A later release may add fields without a new version: this one
+        // reads its records as they were.
+        let m = Message::new("alice", "hello").expect("valid");
+        let mut record: serde_json::Value = serde_json::from_slice(&encode(&m)).expect("JSON");
+        record["lang"] = "en".into();
+        record["origin"] = serde_json::json!({"client": "web"});
+        match decode(Some(record.to_string().as_bytes())) {
+            Ok(Command::Post(read)) => assert_eq!(read, m),
+            other => panic!("read as the post it is: {other:?}"),
+        }
+        let s = Sequenced::message(7, m.clone());
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&encode_sequenced(&s)).expect("JSON");
+        record["lang"] = "en".into();
+        assert_eq!(
+            decode_sequenced(Some(record.to_string().as_bytes())).expect("read"),
+            s
+        );
+        let d = Deletion {
+            message_id: m.id,
+            user_id: m.user_id.clone(),
+            requested_at: now_millis(),
+        };
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&encode_deletion(&d)).expect("JSON");
+        record["reason"] = "moderation".into();
+        match decode(Some(record.to_string().as_bytes())) {
+            Ok(Command::Delete(read)) => assert_eq!(read, d),
+            other => panic!("read as the deletion it is: {other:?}"),
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::broadcast::{self, Broadcaster};
 use crate::config::{ConfigError, Settings};
 use crate::connection;
 use crate::error::Chain;
+use crate::features::Features;
 use crate::feed::Feed;
 use crate::ingest::Ingest;
 use crate::kafka::{self, Producer};
@@ -82,6 +83,7 @@ struct Pipeline {
     broadcaster: Broadcaster,
     worker: Option<Monitor>,
     metrics: Arc<Metrics>,
+    features: Arc<Features>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
@@ -97,6 +99,7 @@ impl Services {
                 producer: p.producer.clone(),
                 topic: settings.kafka.topic_to_process.clone(),
                 body_timeout: settings.limits.body_timeout,
+                features: p.features.clone(),
             }),
             feed: web::Data::new(Feed {
                 settings: settings.feed.clone(),
@@ -116,6 +119,7 @@ impl Services {
             instance: web::Data::new(Instance {
                 started: Instant::now(),
                 feed_max_clients: settings.limits.feed_max_clients,
+                features: p.features.clone(),
             }),
         }
     }
@@ -307,6 +311,11 @@ async fn start_pipeline(
         kafka::ensure_topics(&settings.kafka)
     })
     .await?;
+    let features = Arc::new(Features::default());
+    wait_for("record kinds", shutdown, || {
+        crate::features::load(&store, &features)
+    })
+    .await?;
     let producer = Producer::new(&settings.kafka).context("could not create the Kafka producer")?;
     let metrics = Arc::new(Metrics::new());
     let position = wait_for("broadcaster position", shutdown, || {
@@ -323,6 +332,15 @@ async fn start_pipeline(
     );
     let mut tasks = vec![
         ("broadcaster", broadcasting),
+        (
+            "record kinds",
+            tokio::spawn(crate::features::run(
+                features.clone(),
+                store.clone(),
+                settings.feature_refresh,
+                shutdown.clone(),
+            )),
+        ),
         (
             "home timelines",
             tokio::spawn(crate::home::run(
@@ -356,6 +374,7 @@ async fn start_pipeline(
         broadcaster,
         worker,
         metrics,
+        features,
         tasks,
     })
 }

@@ -8,6 +8,7 @@
 //! `STATUS_ON_METRICS_ADDR` moves it to the metrics listener next to
 //! `/metrics` (docs/OPERATIONS.md).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::broadcast::Broadcaster;
+use crate::features::Features;
 use crate::health::{check_dependencies, worker_report};
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
@@ -38,6 +40,8 @@ pub struct Instance {
     pub started: Instant,
     /// `FEED_MAX_CLIENTS`.
     pub feed_max_clients: usize,
+    /// The kinds of records this instance may write.
+    pub features: Arc<Features>,
 }
 
 /// The parts of the pipeline the answer reads.
@@ -111,5 +115,7 @@ async fn report(parts: Parts<'_>) -> Value {
             "home_readers": parts.broadcaster.home_counts().1,
         },
         "last_minute": parts.metrics.last_minute.summary(),
+        // Kinds of records this instance may write (docs/OPERATIONS.md).
+        "features": parts.instance.features.snapshot(),
     })
 }

@@ -303,7 +303,14 @@ impl Store {
                 tracing::debug!(error = %e, "migration connection closed");
             }
         });
-        let report = embedded::migrations::runner().run_async(&mut client).await;
+        // A migration applied by a newer release and unknown to this one is
+        // no reason to refuse to start (refinery's default): migrations only
+        // add (docs/OPERATIONS.md, "Rolling upgrade and rollback"), so this
+        // release runs against the newer schema, which is what a rollback needs.
+        let report = embedded::migrations::runner()
+            .set_abort_missing(false)
+            .run_async(&mut client)
+            .await;
         drop(client);
         driver.abort();
         let report = report?;
@@ -440,6 +447,20 @@ impl Store {
     }
 
     /// The highest committed sequence number (0 when empty).
+    /// The rows of the `features` table: `(name, enabled)`.
+    pub async fn features(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query("SELECT name, enabled FROM features", &[])
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+        .await
+    }
+
     pub async fn max_seq(&self) -> Result<i64, StoreError> {
         Ok(self.counter().await?.last_seq)
     }

@@ -707,3 +707,76 @@ async fn a_long_history_read_slowly_still_gets_a_deletion_made_meanwhile() {
     );
     assert!(text[..delete_at].contains(&first), "the message came first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_switched_off_answer_not_enabled_until_switched_on() {
+    // As on an install upgraded from a release without deletions.
+    let app = spawn_app_with(Options {
+        env: vec![("FEATURE_REFRESH_MS", "100".into())],
+        ..Options::default()
+    })
+    .await;
+    let (_, status) = app.app.api.get_json("/api/status").await;
+    assert_eq!(
+        status["features"]["deletions"], true,
+        "on for a fresh install"
+    );
+    let id = app
+        .post_message("alice", "to delete after the upgrade")
+        .await;
+    app.env.wait_persisted(&id).await;
+    let switch = |on: bool| {
+        let db = &app.env.db;
+        async move {
+            db.execute(
+                "UPDATE features SET enabled = $1, changed_at = now() WHERE name = 'deletions'",
+                &[&on],
+            )
+            .await
+            .expect("switch")
+        }
+    };
+    switch(false).await;
+    // Once the instance has read the switch (the status page shows what it
+    // read, reusing an answer for a second), a DELETE is refused.
+    let shown = eventually(|| async {
+        let (_, status) = app.app.api.get_json("/api/status").await;
+        (status["features"]["deletions"] == false).then_some(())
+    })
+    .await;
+    assert!(shown.is_some(), "/api/status shows deletions off");
+    let res = app
+        .app
+        .api
+        .http
+        .delete(app.app.api.url(&format!("/api/messages/{id}")))
+        .send()
+        .await
+        .expect("DELETE reaches the app");
+    let status = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = res.json().await.expect("JSON body");
+    println!("deletions off: {status} {retry_after:?} {body}");
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], "not_enabled");
+    assert_eq!(retry_after.as_deref(), Some("60"));
+    assert_eq!(
+        app.env
+            .db
+            .query_one("SELECT count(*) FROM deletions", &[])
+            .await
+            .expect("count")
+            .get::<_, i64>(0),
+        0,
+        "nothing was queued"
+    );
+    switch(true).await;
+    let accepted =
+        eventually(|| async { (delete(&app.app, &id, None).await.0 == 202).then_some(()) }).await;
+    assert!(accepted.is_some(), "accepted once switched on");
+    wait_deleted(&app, &id).await;
+}
