@@ -67,10 +67,12 @@ start_api() {
     && die "port $API_PORT is taken by another program; set PORT to use another"
   log "Starting the api on 127.0.0.1:$API_PORT (log: .data/api.log)"
   # The caller's environment (limits, LOG_FORMAT, RUST_LOG, ...) passes through;
-  # only the addresses of the native components are set here.
+  # only the addresses of the native components are set here, and a retention
+  # for Tansu, which otherwise keeps every record (docs/OPERATIONS.md, "Retention").
   HOST=127.0.0.1 PORT=$API_PORT \
     DATABASE_URL="$(pg_app_url "$DATA" "$PG_PORT" feed)" \
     KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" RUST_LOG="${RUST_LOG:-info}" \
+    KAFKA_RETENTION_HOURS="${KAFKA_RETENTION_HOURS:-168}" \
     nohup target/release/feed-api >>"$DATA/api.log" 2>&1 &
   echo $! >"$DATA/api.pid"
 }

@@ -15,13 +15,15 @@
 #      100 posts/s, next to 10,000 unfiltered streams at 10 posts/s: CPU per delivered
 #      event, end-to-end latency, memory per stream; then opening a home stream at 5,000
 #      follows, with PostgreSQL's plan of its history query
+#   8. drain: the reconnects a second instance sees when the first one stops, with and
+#      without FEED_DRAIN_SECS
 #
 #   bash start.sh && bash scripts/bench.sh      (uses the running native stack, or starts it)
 #
 # Everything runs on 127.0.0.1. Results also go to .data/bench/*.json.
 # BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run;
 # BENCH_ONLY=fanout runs only section 4, BENCH_ONLY=home only section 7, BENCH_ONLY=home-idle
-# only its memory part 7a (for tuning).
+# only its memory part 7a, BENCH_ONLY=drain only section 8 (for tuning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/native.sh
@@ -341,7 +343,58 @@ EXPLAIN (ANALYZE, BUFFERS) EXECUTE history(9223372036854775807, 100, :'authors')
 SQL
   sed 's/^/  /' "$OUT/home-explain.txt"
 }
+# Section 8: how the clients of a stopping instance come back to another.
+drain_section() {
+  local n=${BENCH_DRAIN_CLIENTS:-2000} stopping=${BENCH_DRAIN_PORT:-8093} other=${BENCH_DRAIN_OTHER_PORT:-8094} drain
+  echo
+  echo "== 8. drain: $n clients on an instance that gets SIGTERM; each comes back at once (no retry wait) to a second instance, as through a load balancer; with FEED_DRAIN_SECS=0 and 3"
+  start_extra() { # port drain-secs -> pid
+    HOST=127.0.0.1 PORT=$1 FEED_DRAIN_SECS=$2 DATABASE_URL="$(pg_app_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)" \
+      KAFKA_BROKERS="127.0.0.1:${FEED_KAFKA_PORT:-9092}" WORKER_ENABLED=false RUST_LOG=warn \
+      nohup target/release/feed-api >>"$OUT/drain-api-$1.log" 2>&1 &
+    echo $!
+  }
+  clients_on() { curl -sf "http://127.0.0.1:$1/api/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["feed"]["clients"])' 2>/dev/null || echo 0; }
+  wait_clients() { # port count
+    for _ in $(seq 1 120); do [ "$(clients_on "$1")" -ge "$2" ] && return 0; sleep 0.5; done
+    return 1
+  }
+  for drain in 0 3; do
+    local a b readers
+    a=$(start_extra "$stopping" "$drain"); b=$(start_extra "$other" 0)
+    for port in "$stopping" "$other"; do
+      for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/api/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+    done
+    $BOT readers --url "http://127.0.0.1:$stopping" --also-url "http://127.0.0.1:$other" --clients "$n" \
+      --reconnect-within-ms 1 >"$OUT/drain-$drain.json" 2>"$OUT/drain-$drain.log" &
+    readers=$!
+    wait_clients "$stopping" "$n" || die "the $n clients did not connect to 127.0.0.1:$stopping"
+    kill -TERM "$a"; wait "$a" 2>/dev/null || true
+    wait_clients "$other" "$n" || echo "  (not every client came back within 60 s)"
+    kill -TERM "$readers"; wait "$readers" 2>/dev/null || true
+    kill -TERM "$b"; wait "$b" 2>/dev/null || true
+    python3 - "$OUT/drain-$drain.json" "$drain" "$n" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); at = sorted(d["reconnect_ms"]); n = int(sys.argv[3])
+if not at:
+    print(f"  FEED_DRAIN_SECS={sys.argv[2]}: no reconnects recorded"); sys.exit()
+def peak(width):
+    best, j = 0, 0
+    for i, t in enumerate(at):
+        while at[j] < t - width + 1: j += 1
+        best = max(best, i - j + 1)
+    return best
+span = at[-1] - at[0]
+print(f"  FEED_DRAIN_SECS={sys.argv[2]}: {len(at)} reconnects of {n} clients over {span} ms (first to last); "
+      f"at most {peak(100)} in any 100 ms, {peak(1000)} in any second; statuses {d['statuses']}, gave up {d['gave_up']}")
+json.dump({"drain_secs": int(sys.argv[2]), "reconnects": len(at), "span_ms": span, "peak_per_100ms": peak(100),
+           "peak_per_s": peak(1000)}, open(sys.argv[1].replace(".json", "-summary.json"), "w"))
+PY
+  done
+}
+
 if [ "$ONLY" = home ]; then home_section; log "Done (BENCH_ONLY=home). JSON reports in $OUT/"; exit 0; fi
+if [ "$ONLY" = drain ]; then drain_section; log "Done (BENCH_ONLY=drain). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = home-idle ]; then
   home_graph "${BENCH_HOME_READERS:-1000}"
   home_idle "${BENCH_HOME_CLIENTS:-10000}" "${BENCH_HOME_READERS:-1000}"
@@ -397,6 +450,7 @@ for line in sys.stdin:
     print(f\"  {d['writers']} writer(s), batch {d['batch']:>3}: {d['commits_per_s']:>6.0f} commits/s = {d['messages_per_s']:>7.0f} messages/s, commit p50 {d['commit_p50_ms']} ms p99 {d['commit_p99_ms']} ms\")"
 
 home_section
+drain_section
 
 echo
 log "Done. JSON reports in $OUT/"

@@ -95,6 +95,10 @@ pub struct KafkaSettings {
     pub processed_partitions: i32,
     /// Replication factor for topics we create (`KAFKA_REPLICATION_FACTOR`).
     pub replication_factor: i32,
+    /// How long the broker keeps records (`KAFKA_RETENTION_HOURS`), set on
+    /// the three topics at start-up; `None` (0, the default) leaves the
+    /// broker's own. Native mode sets it: Tansu keeps everything otherwise.
+    pub retention: Option<Duration>,
     /// Consumer group shared by all workers (`KAFKA_WORKER_GROUP`).
     pub worker_group: String,
     /// How long a POST waits for the broker's acknowledgement before a 503
@@ -172,6 +176,9 @@ pub struct FeedSettings {
     /// home streams (`FOLLOW_REFRESH_MS`): the longest a follow or unfollow
     /// takes to reach an open home stream on another instance.
     pub follow_refresh: Duration,
+    /// At shutdown, each stream ends at a random moment within this window
+    /// (`FEED_DRAIN_SECS`), so its clients come back elsewhere as a trickle.
+    pub drain: Duration,
 }
 
 /// Token authentication (docs/SECURITY.md); off unless a key is set.
@@ -259,7 +266,7 @@ impl Settings {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Env(vars);
         let database = DatabaseSettings::from_env(&env)?;
-        let settings = Settings {
+        let mut settings = Settings {
             host: env.get("HOST").unwrap_or("127.0.0.1").to_owned(),
             port: env.parse("PORT", 8090u16)?,
             send_buffer_bytes: env.parse_range(
@@ -292,6 +299,20 @@ impl Settings {
             status_on_metrics_addr: env.parse_bool("STATUS_ON_METRICS_ADDR", false)?,
             log_format: LogFormat::from_env(vars)?,
         };
+        // The server waits SHUTDOWN_TIMEOUT_SECS for the draining streams:
+        // the default drain fits in it, a chosen one must.
+        if env.get("FEED_DRAIN_SECS").is_none() {
+            settings.feed.drain = settings.feed.drain.min(
+                settings
+                    .shutdown_timeout
+                    .saturating_sub(Duration::from_secs(1)),
+            );
+        } else if settings.feed.drain >= settings.shutdown_timeout {
+            return Err(env.invalid(
+                "FEED_DRAIN_SECS",
+                "must be shorter than SHUTDOWN_TIMEOUT_SECS: the server waits that long for the draining streams",
+            ));
+        }
         if settings.status_on_metrics_addr && settings.metrics_addr.is_none() {
             return Err(env.invalid(
                 "STATUS_ON_METRICS_ADDR",
@@ -323,6 +344,10 @@ impl KafkaSettings {
             partitions: env.parse_range("KAFKA_PARTITIONS", 3, 1..=1024)?,
             processed_partitions: env.parse_range("KAFKA_PROCESSED_PARTITIONS", 1, 1..=1024)?,
             replication_factor: env.parse_range("KAFKA_REPLICATION_FACTOR", 1, 1..=16)?,
+            retention: match env.parse_range("KAFKA_RETENTION_HOURS", 0u64, 0..=100_000)? {
+                0 => None,
+                hours => Some(Duration::from_secs(hours * 3600)),
+            },
             worker_group: env
                 .get("KAFKA_WORKER_GROUP")
                 .unwrap_or("feed-worker")
@@ -384,6 +409,7 @@ impl FeedSettings {
             gap_grace: env.millis("FEED_GAP_GRACE_MS", 100, 0..=60_000)?,
             follow_max: env.parse_range("FOLLOW_MAX", 5000u32, 1..=1_000_000)?,
             follow_refresh: env.millis("FOLLOW_REFRESH_MS", 250, 10..=60_000)?,
+            drain: env.secs("FEED_DRAIN_SECS", 3, 0..=60)?,
         })
     }
 }
@@ -778,6 +804,7 @@ mod tests {
         ("TOPIC_EVENTS_PROCESSED", "no/slash"),
         ("TOPIC_EVENTS_DEAD_LETTER", "ü"),
         ("KAFKA_PARTITIONS", "0"),
+        ("KAFKA_RETENTION_HOURS", "-1"),
         ("KAFKA_PROCESSED_PARTITIONS", "0"),
         ("KAFKA_REPLICATION_FACTOR", "17"),
         ("KAFKA_SESSION_TIMEOUT_MS", "999"),
@@ -801,6 +828,7 @@ mod tests {
         ("FOLLOW_MAX", "0"),
         ("FOLLOW_REFRESH_MS", "5"),
         ("FEATURE_REFRESH_MS", "99"),
+        ("FEED_DRAIN_SECS", "61"),
     ];
 
     /// Variables that take any value (or whose value is checked by the

@@ -4,9 +4,10 @@
 //! migrations, creates missing topics, starts the worker and the broadcaster
 //! and binds the HTTP listener (port 0 picks a free port, as tests do).
 //! [`Application::run_until_stopped`] serves until a shutdown signal, then
-//! stops in this order (docs/ARCHITECTURE.md, "Shutdown"): stop accepting and finish in-flight
-//! requests, end feed streams, let the worker finish its batch and commit,
-//! flush the producer.
+//! stops in this order (docs/ARCHITECTURE.md, "Shutdown"): stop accepting,
+//! drain the feed streams over `FEED_DRAIN_SECS` while in-flight requests
+//! finish, then let the worker finish its batch and commit, and flush the
+//! producer.
 //!
 //! Handlers are given what they use, each as a `web::Data` of its own
 //! (`Services`), not one state struct that every handler can reach into.
@@ -56,6 +57,11 @@ pub struct Application {
     /// `/metrics` on a listener of its own (`METRICS_ADDR`), if configured.
     metrics_server: Option<(u16, Server)>,
     producer: Producer,
+    /// Cancelled to ask for a shutdown (tests; the signal does the same).
+    stop: CancellationToken,
+    /// Feed streams drain when it fires, the first step of a shutdown.
+    drain: CancellationToken,
+    /// The pipeline's tasks stop when it fires, once the server has stopped.
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
@@ -92,7 +98,7 @@ impl Services {
         settings: &Settings,
         auth: Option<Auth>,
         p: &Pipeline,
-        shutdown: &CancellationToken,
+        drain: &CancellationToken,
     ) -> Self {
         Services {
             ingest: web::Data::new(Ingest {
@@ -106,7 +112,7 @@ impl Services {
                 store: p.store.clone(),
                 broadcaster: p.broadcaster.clone(),
                 metrics: p.metrics.clone(),
-                shutdown: shutdown.clone(),
+                shutdown: drain.clone(),
             }),
             limits: web::Data::new(limits(settings)),
             tokens: web::Data::new(Tokens::new(auth)),
@@ -146,8 +152,9 @@ impl Application {
         let auth = Auth::from_settings(&settings.auth)
             .map_err(|e| ConfigError::secret(settings.auth.key_variable(), &e.0))?;
         let shutdown = CancellationToken::new();
+        let drain = shutdown.child_token();
         let pipeline = start_pipeline(&settings, &shutdown).await?;
-        let services = Services::new(&settings, auth, &pipeline, &shutdown);
+        let services = Services::new(&settings, auth, &pipeline, &drain);
 
         let listener = bind_public(&settings)?;
         let port = listener.local_addr()?.port();
@@ -206,6 +213,8 @@ impl Application {
             server,
             metrics_server,
             producer: pipeline.producer,
+            stop: CancellationToken::new(),
+            drain,
             shutdown,
             tasks: pipeline.tasks,
         })
@@ -223,7 +232,7 @@ impl Application {
 
     /// A token that stops the application when cancelled (tests use it).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.stop.clone()
     }
 
     /// Serves until `signal` completes (or the shutdown token fires), then
@@ -233,6 +242,8 @@ impl Application {
             server,
             metrics_server,
             producer,
+            stop,
+            drain,
             shutdown,
             tasks,
             ..
@@ -247,7 +258,7 @@ impl Application {
         let mut server_done = false;
         tokio::select! {
             _ = signal => tracing::info!("shutdown requested"),
-            _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
+            _ = stop.cancelled() => tracing::info!("shutdown requested"),
             res = &mut server_task => {
                 server_done = true;
                 tracing::error!(result = ?res.map(|r| r.map_err(|e| e.to_string())), "HTTP server stopped on its own");
@@ -261,10 +272,12 @@ impl Application {
             // must land on another instance, not on one that is stopping.
             handle.pause().await;
         }
-        // Feed streams end on the token; the worker finishes its batch.
-        shutdown.cancel();
+        // Feed streams end, each at a moment of its own within
+        // FEED_DRAIN_SECS, still carrying live events until then.
+        drain.cancel();
         if !server_done {
-            // Stops accepting, waits for in-flight requests (POSTs awaiting acks).
+            // Waits for in-flight requests (POSTs awaiting acks) and the
+            // draining streams, up to SHUTDOWN_TIMEOUT_SECS.
             let stop = async {
                 handle.stop(true).await;
                 let _ = server_task.await;
@@ -273,6 +286,8 @@ impl Application {
                 tracing::warn!("HTTP server did not stop in time");
             }
         }
+        // The worker finishes its batch and commits; the broadcaster stops.
+        shutdown.cancel();
         for (name, task) in tasks {
             match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(())) => tracing::debug!(task = name, "stopped"),

@@ -27,6 +27,10 @@ pub struct ReadersArgs {
     /// Base URL of the api (http:// only)
     #[arg(long, env = "API_URL", default_value = "http://localhost:8090")]
     pub url: String,
+    /// More api URLs: each client's next connection goes to the next URL in
+    /// turn, as a load balancer would send a reconnect elsewhere
+    #[arg(long = "also-url")]
+    pub also_urls: Vec<String>,
     /// Feed clients to hold
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
@@ -44,10 +48,13 @@ pub struct ReadersArgs {
 impl ReadersArgs {
     /// Resolves the api's address.
     pub async fn readers(&self) -> Result<Readers, crate::load::feed_client::ResolveError> {
-        let (addr, host) = crate::load::feed_client::resolve(&self.url).await?;
+        let mut targets = Vec::with_capacity(1 + self.also_urls.len());
+        for url in std::iter::once(&self.url).chain(&self.also_urls) {
+            let (addr, host) = crate::load::feed_client::resolve(url).await?;
+            targets.push(Target { addr, host });
+        }
         Ok(Readers {
-            addr,
-            host,
+            targets,
             path: format!("/api/feed{}", self.query),
             clients: self.clients,
             reconnect_within: Duration::from_millis(self.reconnect_within_ms),
@@ -75,6 +82,9 @@ pub struct ReadersReport {
     pub messages: u64,
     /// Clients that received a message whose data holds the marker.
     pub saw_marker: u64,
+    /// When each connection after a client's first was attempted, in
+    /// milliseconds since the readers started (how reconnects spread).
+    pub reconnect_ms: Vec<u64>,
 }
 
 /// Live counts, shared by the clients.
@@ -87,14 +97,22 @@ struct Counts {
     messages: AtomicU64,
     saw_marker: AtomicU64,
     statuses: Mutex<BTreeMap<u16, u64>>,
+    reconnect_ms: Mutex<Vec<u64>>,
+}
+
+/// One api address to connect to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The Host header.
+    pub host: String,
 }
 
 /// Where and how the readers connect.
 #[derive(Debug, Clone)]
 pub struct Readers {
-    pub addr: SocketAddr,
-    /// The Host header.
-    pub host: String,
+    /// A client's n-th connection goes to `targets[n % len]`.
+    pub targets: Vec<Target>,
     /// Path and query of the feed, e.g. `/api/feed?history=0`.
     pub path: String,
     pub clients: usize,
@@ -110,8 +128,9 @@ impl Readers {
         let counts = Arc::new(Counts::default());
         let this = Arc::new(self);
         let mut tasks = tokio::task::JoinSet::new();
+        let started = std::time::Instant::now();
         for _ in 0..this.clients {
-            tasks.spawn(client(this.clone(), counts.clone(), stop.clone()));
+            tasks.spawn(client(this.clone(), counts.clone(), stop.clone(), started));
         }
         while tasks.join_next().await.is_some() {}
         let statuses = counts
@@ -128,6 +147,11 @@ impl Readers {
             unavailable: counts.unavailable.load(Ordering::Relaxed),
             messages: counts.messages.load(Ordering::Relaxed),
             saw_marker: counts.saw_marker.load(Ordering::Relaxed),
+            reconnect_ms: counts
+                .reconnect_ms
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -141,19 +165,30 @@ enum End {
     Stopped,
 }
 
-async fn client(readers: Arc<Readers>, counts: Arc<Counts>, stop: CancellationToken) {
+async fn client(
+    readers: Arc<Readers>,
+    counts: Arc<Counts>,
+    stop: CancellationToken,
+    started: std::time::Instant,
+) {
     let mut last_event_id: Option<String> = None;
     let mut marked = false;
     // The first connects are spread too, as page loads are.
     let mut wait = random_wait(readers.reconnect_within);
-    loop {
+    for n in 0usize.. {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        if n > 0 {
+            if let Ok(mut at) = counts.reconnect_ms.lock() {
+                at.push(started.elapsed().as_millis() as u64);
+            }
+        }
+        let target = &readers.targets[n % readers.targets.len()];
         let end = tokio::select! {
             _ = stop.cancelled() => End::Stopped,
-            end = connection(&readers, &counts, &mut last_event_id, &mut marked) => end,
+            end = connection(&readers, target, &counts, &mut last_event_id, &mut marked) => end,
         };
         match end {
             End::Again => wait = random_wait(readers.reconnect_within),
@@ -173,11 +208,12 @@ fn random_wait(within: Duration) -> Duration {
 
 async fn connection(
     readers: &Readers,
+    target: &Target,
     counts: &Counts,
     last_event_id: &mut Option<String>,
     marked: &mut bool,
 ) -> End {
-    let Ok(stream) = TcpStream::connect(readers.addr).await else {
+    let Ok(stream) = TcpStream::connect(target.addr).await else {
         counts.network_errors.fetch_add(1, Ordering::Relaxed);
         return End::Again;
     };
@@ -188,7 +224,7 @@ async fn connection(
         .unwrap_or_default();
     let request = format!(
         "GET {} HTTP/1.0\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
-        readers.path, readers.host
+        readers.path, target.host
     );
     if reader
         .get_mut()

@@ -58,7 +58,8 @@ pub struct Feed {
     pub store: Store,
     pub broadcaster: Broadcaster,
     pub metrics: Arc<Metrics>,
-    /// Fires at shutdown: streams end, connects are told to go elsewhere.
+    /// Fires at shutdown: connects are told to go elsewhere, and each
+    /// stream ends at a moment of its own within `FEED_DRAIN_SECS`.
     pub shutdown: CancellationToken,
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web_lab::sse;
+use rand::Rng as _;
 use serde_json::json;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -127,8 +128,39 @@ pub(super) struct FeedStream {
     idle_deadline: Pin<Box<Sleep>>,
     last_write: Instant,
     /// Registered once per stream rather than once per event.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown: Shutdown,
     done: bool,
+}
+
+/// A stream's view of the instance's shutdown: not yet, or the moment
+/// within `FEED_DRAIN_SECS` at which this stream ends, drawn when the
+/// shutdown began, so that the clients of a stopping instance come back
+/// elsewhere spread over the window rather than all at once.
+enum Shutdown {
+    Waiting {
+        signal: Pin<Box<WaitForCancellationFutureOwned>>,
+        drain: Duration,
+    },
+    Draining(Pin<Box<Sleep>>),
+}
+
+impl Shutdown {
+    /// Resolves when this stream must end.
+    async fn ended(&mut self) {
+        loop {
+            match self {
+                Shutdown::Waiting { signal, drain } => {
+                    signal.as_mut().await;
+                    if drain.is_zero() {
+                        return;
+                    }
+                    let after = rand::rng().random_range(Duration::ZERO..*drain);
+                    *self = Shutdown::Draining(Box::pin(tokio::time::sleep(after)));
+                }
+                Shutdown::Draining(until) => return until.as_mut().await,
+            }
+        }
+    }
 }
 
 /// What a connect has put together by the time its stream starts.
@@ -158,7 +190,10 @@ impl FeedStream {
             last_write: Instant::now(),
             // A child token of its own: the stream checks it on every poll, and
             // checking the shared token took one lock for all streams at once.
-            shutdown: Box::pin(feed.shutdown.child_token().cancelled_owned()),
+            shutdown: Shutdown::Waiting {
+                signal: Box::pin(feed.shutdown.child_token().cancelled_owned()),
+                drain: feed.settings.drain,
+            },
             done: false,
         }
     }
@@ -212,7 +247,7 @@ impl FeedStream {
         loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.as_mut() => return None,
+                _ = self.shutdown.ended() => return None,
                 received = self.live.recv() => match received {
                     Received::Event(ev) => {
                         if ev.seq <= self.pending.last_sent {

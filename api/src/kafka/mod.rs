@@ -6,6 +6,7 @@
 //! concurrent sends on one connection far better than many producers would.
 
 mod producer;
+mod retention;
 mod topics;
 
 pub use producer::{ProduceError, Producer};

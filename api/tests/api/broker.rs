@@ -343,3 +343,47 @@ async fn post_at_shutdown() {
     env.wait_persisted(body["id"].as_str().expect("id")).await;
     b.stop().await;
 }
+
+/// The `cleanup.policy` and `retention.ms` of `topic`, as the broker describes them.
+async fn retention_of(topic: &str) -> (Option<String>, Option<String>) {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::helpers::brokers())
+        .create()
+        .expect("admin client");
+    let described = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10))),
+        )
+        .await
+        .expect("describe configs");
+    let resource = described
+        .into_iter()
+        .next()
+        .expect("one resource")
+        .expect("the topic's configs");
+    let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+    (value("cleanup.policy"), value("retention.ms"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_get_the_configured_retention_also_when_they_exist_already() {
+    let env = crate::helpers::TestEnv::new(false).await;
+    // An earlier release made the topics without a retention.
+    let first = env.spawn(&[]).await;
+    first.stop().await;
+    let before = retention_of(&env.topic_in).await;
+    println!("before: {before:?}");
+    assert_ne!(before.0.as_deref(), Some("delete"));
+    // This one sets it on the topics that exist.
+    let app = env.spawn(&[("KAFKA_RETENTION_HOURS", "2".into())]).await;
+    for topic in [&env.topic_in, &env.topic_out, &env.topic_dead] {
+        let (policy, ms) = retention_of(topic).await;
+        println!("{topic}: cleanup.policy={policy:?} retention.ms={ms:?}");
+        assert_eq!(policy.as_deref(), Some("delete"), "{topic}");
+        assert_eq!(ms.as_deref(), Some("7200000"), "{topic}");
+    }
+    app.stop().await;
+}

@@ -644,3 +644,55 @@ async fn a_worker_that_shuts_down_leaves_the_group_and_another_takes_over_at_onc
     let id = b.post_message("leaver", "after the takeover").await;
     env.wait_persisted(&id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_instance_drains_its_streams_delivering_until_each_ends() {
+    let env = TestEnv::new(false).await;
+    let mut a = ApiProcess::start(&env, "draining", &[("FEED_DRAIN_SECS", "4".into())]).await;
+    let b = env.spawn(&[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(a.api.feed("?history=0", None).await);
+    }
+    // Every stream is live: a first post reaches all of them.
+    let first = b.api.post_message("drain", "before the signal").await;
+    for client in &mut clients {
+        let got = client.next_message().await.expect("the first post");
+        assert_eq!(got.json()["id"], first.as_str());
+    }
+    let log = a.log.clone();
+    let stopping = tokio::spawn(async move {
+        let stopped = a.terminate().await;
+        (a, stopped)
+    });
+    // Once A has begun its shutdown (its log says so), a post through B.
+    let begun = eventually_within(FAULT_DEADLINE, || async {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("shutdown requested")
+            .then_some(())
+    })
+    .await;
+    assert!(begun.is_some(), "A logged its shutdown");
+    let late = b.api.post_message("drain", "after the signal").await;
+    // Each stream either delivers it or ends first (at its own moment).
+    let mut delivered = 0;
+    let mut ended = 0;
+    for client in &mut clients {
+        match client.next_message_within(FAULT_DEADLINE).await {
+            Some(ev) if ev.json()["id"] == late.as_str() => delivered += 1,
+            Some(ev) => panic!("an unexpected message: {ev:?}"),
+            None => ended += 1,
+        }
+    }
+    let (a, (status, took)) = stopping.await.expect("the stopping task");
+    println!("drain: of 20 streams, {delivered} delivered the post made after SIGTERM, {ended} had ended before it");
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    a.assert_shutdown_in_budget(took);
+    // Without the drain every stream ends at the signal and none delivers it.
+    assert!(
+        delivered > 0,
+        "streams keep delivering while they drain: {delivered} of 20"
+    );
+    b.stop().await;
+}

@@ -37,8 +37,10 @@ async fn readers_process() {
         return;
     };
     let readers = Readers {
-        addr: addr.parse().expect("FEED_READERS_ADDR"),
-        host: addr.clone(),
+        targets: vec![feed_bot::readers::Target {
+            addr: addr.parse().expect("FEED_READERS_ADDR"),
+            host: addr.clone(),
+        }],
         // Every first connect has history to send; every reconnect resumes.
         path: "/api/feed?history=10".into(),
         clients: std::env::var("FEED_READERS_CLIENTS")
@@ -126,6 +128,7 @@ impl ReaderProcess {
             unavailable: value["unavailable"].as_u64().unwrap_or_default(),
             messages: value["messages"].as_u64().unwrap_or_default(),
             saw_marker: value["saw_marker"].as_u64().unwrap_or_default(),
+            reconnect_ms: Vec::new(),
         }
     }
 }
