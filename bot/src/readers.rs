@@ -43,6 +43,13 @@ pub struct ReadersArgs {
     /// Count the clients that receive a message containing this text
     #[arg(long)]
     pub marker: Option<String>,
+    /// Close each connection after a random time up to this many
+    /// milliseconds, then come back with Last-Event-ID (churn); 0 never
+    #[arg(long, default_value_t = 0)]
+    pub drop_within_ms: u64,
+    /// Wait this long after each event before reading on (a slow client)
+    #[arg(long, default_value_t = 0)]
+    pub read_delay_ms: u64,
 }
 
 impl ReadersArgs {
@@ -59,6 +66,9 @@ impl ReadersArgs {
             clients: self.clients,
             reconnect_within: Duration::from_millis(self.reconnect_within_ms),
             marker: self.marker.clone(),
+            drop_within: (self.drop_within_ms > 0)
+                .then(|| Duration::from_millis(self.drop_within_ms)),
+            read_delay: Duration::from_millis(self.read_delay_ms),
         })
     }
 }
@@ -120,6 +130,10 @@ pub struct Readers {
     pub reconnect_within: Duration,
     /// A client that receives a message containing this counts once in `saw_marker`.
     pub marker: Option<String>,
+    /// Each connection is closed by the client after a random time up to this.
+    pub drop_within: Option<Duration>,
+    /// Pause after each event (a slow reader).
+    pub read_delay: Duration,
 }
 
 impl Readers {
@@ -186,9 +200,14 @@ async fn client(
             }
         }
         let target = &readers.targets[n % readers.targets.len()];
+        let drop_at = readers.drop_within.map_or(Duration::MAX, |within| {
+            random_wait(within).max(Duration::from_millis(1))
+        });
         let end = tokio::select! {
             _ = stop.cancelled() => End::Stopped,
             end = connection(&readers, target, &counts, &mut last_event_id, &mut marked) => end,
+            // Churn: the client goes away and comes back with its cursor.
+            _ = tokio::time::sleep(drop_at) => End::Again,
         };
         match end {
             End::Again => wait = random_wait(readers.reconnect_within),
@@ -286,6 +305,9 @@ async fn connection(
             }
         } else if line.is_empty() {
             event.clear();
+            if !readers.read_delay.is_zero() {
+                tokio::time::sleep(readers.read_delay).await;
+            }
         }
     }
 }

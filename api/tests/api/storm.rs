@@ -50,6 +50,8 @@ async fn readers_process() {
         // Browsers come back within their `retry:` (3 s).
         reconnect_within: Duration::from_secs(3),
         marker: std::env::var("FEED_READERS_MARKER").ok(),
+        drop_within: None,
+        read_delay: Duration::ZERO,
     };
     let stop = CancellationToken::new();
     let stopping = stop.clone();
