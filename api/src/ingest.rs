@@ -61,6 +61,26 @@ pub enum PostError {
     BodyTimeout(std::time::Duration),
 }
 
+/// Every code a post can be refused with (the labels of
+/// `feed_ingest_posts_rejected_total`, created at zero at start-up).
+pub const REJECTION_CODES: [ErrorCode; 15] = [
+    ErrorCode::UnsupportedMediaType,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::InvalidBody,
+    ErrorCode::MalformedJson,
+    ErrorCode::UnknownField,
+    ErrorCode::MissingField,
+    ErrorCode::InvalidType,
+    ErrorCode::InvalidField,
+    ErrorCode::QueueUnavailable,
+    ErrorCode::RateLimited,
+    ErrorCode::MissingToken,
+    ErrorCode::InvalidToken,
+    ErrorCode::ForbiddenUser,
+    ErrorCode::InvalidIdempotencyKey,
+    ErrorCode::RequestTimeout,
+];
+
 impl PostError {
     fn code(&self) -> ErrorCode {
         match self {

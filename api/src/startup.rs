@@ -333,6 +333,11 @@ async fn start_pipeline(
     .await?;
     let producer = Producer::new(&settings.kafka).context("could not create the Kafka producer")?;
     let metrics = Arc::new(Metrics::new());
+    metrics.known_labels(
+        &crate::dead_letter::Cause::ALL.map(crate::dead_letter::Cause::code),
+        &crate::ingest::REJECTION_CODES.map(crate::error::ErrorCode::as_str),
+        &crate::feed::reset_reasons(),
+    );
     let position = wait_for("broadcaster position", shutdown, || {
         broadcast::position(&settings.kafka, &store)
     })

@@ -34,6 +34,12 @@ pub enum Cause {
 }
 
 impl Cause {
+    pub const ALL: [Cause; 3] = [
+        Cause::Undecodable,
+        Cause::RejectedByDatabase,
+        Cause::UnknownMessage,
+    ];
+
     /// The value of the `dead-letter-cause` header (and of metric labels).
     pub fn code(self) -> &'static str {
         match self {

@@ -63,6 +63,11 @@ pub struct Feed {
     pub shutdown: CancellationToken,
 }
 
+/// The reasons an `event: reset` can give (metric labels).
+pub fn reset_reasons() -> [&'static str; 3] {
+    Reset::ALL.map(Reset::reason)
+}
+
 /// Why a read (a feed or a page) could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

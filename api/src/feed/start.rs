@@ -14,6 +14,8 @@ pub enum Reset {
 }
 
 impl Reset {
+    pub const ALL: [Reset; 3] = [Reset::Invalid, Reset::Unknown, Reset::TooOld];
+
     pub fn reason(self) -> &'static str {
         match self {
             Reset::Invalid => "cursor_invalid",

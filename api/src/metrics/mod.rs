@@ -73,6 +73,13 @@ pub enum Limit {
 }
 
 impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::PostRate,
+        Limit::FeedCapacity,
+        Limit::FeedPerAddress,
+        Limit::FeedDatabaseQueue,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Limit::PostRate => "post_rate",
@@ -100,6 +107,12 @@ pub enum RetryCause {
 }
 
 impl RetryCause {
+    pub const ALL: [RetryCause; 3] = [
+        RetryCause::Database,
+        RetryCause::Broker,
+        RetryCause::Conflict,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             RetryCause::Database => "database",
@@ -495,6 +508,18 @@ impl Metrics {
             Family::default(),
         );
         r.register_collector(Box::new(process::ProcessCollector));
+        // Every known label value exists from the start, at zero: a rate or
+        // an alert sees the first event, not only the ones after it.
+        for limit in Limit::ALL {
+            drop(refused.get_or_create(&LimitLabel {
+                limit: limit.label(),
+            }));
+        }
+        for cause in RetryCause::ALL {
+            drop(worker.retries.get_or_create(&CauseLabel {
+                cause: cause.label(),
+            }));
+        }
         Metrics {
             registry,
             http,
@@ -506,6 +531,30 @@ impl Metrics {
             refused,
             pool,
             last_minute: LastMinute::default(),
+        }
+    }
+
+    /// Creates, at zero, the series of label values that other modules
+    /// own: dead-letter causes, the error codes a post can be refused with,
+    /// the reasons of `event: reset`. Called once, at start-up.
+    pub fn known_labels(
+        &self,
+        dead_letter_causes: &[&'static str],
+        rejection_codes: &[&'static str],
+        reset_reasons: &[&'static str],
+    ) {
+        for &cause in dead_letter_causes {
+            drop(
+                self.worker
+                    .dead_letters
+                    .get_or_create(&CauseLabel { cause }),
+            );
+        }
+        for &code in rejection_codes {
+            drop(self.ingest.rejected.get_or_create(&CodeLabel { code }));
+        }
+        for &reason in reset_reasons {
+            drop(self.sse.resets.get_or_create(&ReasonLabel { reason }));
         }
     }
 
