@@ -52,6 +52,14 @@ apt_install() {
     || die "apt-get install $* failed"
 }
 
+# The monitoring test's tools: Debian's prometheus and promtool
+# (api/tests/api/monitoring.rs starts a Prometheus of its own).
+ensure_prometheus() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then return; fi
+  log "Installing Prometheus from Debian (apt-get install prometheus)..."
+  apt_install --no-install-recommends prometheus
+}
+
 # The browser tests' tools: Debian's Chromium, and Node.js 20+ with npm for
 # playwright-core (npm cannot download browsers here; it drives this one).
 ensure_browser_tools() {

@@ -332,12 +332,7 @@ async fn start_pipeline(
     })
     .await?;
     let producer = Producer::new(&settings.kafka).context("could not create the Kafka producer")?;
-    let metrics = Arc::new(Metrics::new());
-    metrics.known_labels(
-        &crate::dead_letter::Cause::ALL.map(crate::dead_letter::Cause::code),
-        &crate::ingest::REJECTION_CODES.map(crate::error::ErrorCode::as_str),
-        &crate::feed::reset_reasons(),
-    );
+    let metrics = metrics(settings);
     let position = wait_for("broadcaster position", shutdown, || {
         broadcast::position(&settings.kafka, &store)
     })
@@ -397,6 +392,21 @@ async fn start_pipeline(
         features,
         tasks,
     })
+}
+
+/// The application's metrics, with what is known at start-up set.
+fn metrics(settings: &Settings) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::new());
+    metrics
+        .sse
+        .max_clients
+        .set(i64::try_from(settings.limits.feed_max_clients).unwrap_or(i64::MAX));
+    metrics.known_labels(
+        &crate::dead_letter::Cause::ALL.map(crate::dead_letter::Cause::code),
+        &crate::ingest::REJECTION_CODES.map(crate::error::ErrorCode::as_str),
+        &crate::feed::reset_reasons(),
+    );
+    metrics
 }
 
 /// The rates, caps and queues the settings ask for.

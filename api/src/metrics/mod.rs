@@ -364,6 +364,8 @@ pub struct SseMetrics {
     pub events_sent: Counter,
     /// Read at scrape time.
     clients_connected: Gauge,
+    /// `FEED_MAX_CLIENTS`, set at start-up (for an alert near the cap).
+    pub max_clients: Gauge,
 }
 
 impl SseMetrics {
@@ -373,6 +375,12 @@ impl SseMetrics {
                 r,
                 "feed_sse_clients_connected",
                 "feed streams open on this instance",
+                Gauge::default(),
+            ),
+            max_clients: add(
+                r,
+                "feed_sse_clients_max",
+                "feed streams this instance may hold (FEED_MAX_CLIENTS)",
                 Gauge::default(),
             ),
             opened: add(

@@ -19,6 +19,7 @@ mod helpers;
 mod idempotency;
 mod limits;
 mod metrics;
+mod monitoring;
 mod pages;
 mod poison;
 mod post;

@@ -41,14 +41,32 @@ async fn counters_move_exactly_when_the_things_they_count_happen() {
         ("feed_worker_messages_persisted_total", vec![]),
         ("feed_sse_connections_opened_total", vec![]),
         ("feed_sse_clients_connected", vec![]),
-        ("feed_worker_dead_letters_total", vec![("cause", "undecodable")]),
-        ("feed_worker_dead_letters_total", vec![("cause", "rejected_by_database")]),
-        ("feed_worker_dead_letters_total", vec![("cause", "unknown_message")]),
+        (
+            "feed_worker_dead_letters_total",
+            vec![("cause", "undecodable")],
+        ),
+        (
+            "feed_worker_dead_letters_total",
+            vec![("cause", "rejected_by_database")],
+        ),
+        (
+            "feed_worker_dead_letters_total",
+            vec![("cause", "unknown_message")],
+        ),
         ("feed_worker_retries_total", vec![("cause", "database")]),
-        ("feed_ingest_posts_rejected_total", vec![("code", "invalid_field")]),
-        ("feed_ingest_posts_rejected_total", vec![("code", "rate_limited")]),
+        (
+            "feed_ingest_posts_rejected_total",
+            vec![("code", "invalid_field")],
+        ),
+        (
+            "feed_ingest_posts_rejected_total",
+            vec![("code", "rate_limited")],
+        ),
         ("feed_sse_resets_total", vec![("reason", "cursor_too_old")]),
-        ("feed_limits_refused_total", vec![("limit", "feed_capacity")]),
+        (
+            "feed_limits_refused_total",
+            vec![("limit", "feed_capacity")],
+        ),
     ] {
         assert_eq!(
             metric(&before, name, &labels),
