@@ -348,11 +348,16 @@ drain_section() {
   local n=${BENCH_DRAIN_CLIENTS:-2000} stopping=${BENCH_DRAIN_PORT:-8093} other=${BENCH_DRAIN_OTHER_PORT:-8094} drain
   echo
   echo "== 8. drain: $n clients on an instance that gets SIGTERM; each comes back at once (no retry wait) to a second instance, as through a load balancer; with FEED_DRAIN_SECS=0 and 3"
-  start_extra() { # port drain-secs -> pid
+  # In this shell, not a subshell: `wait` must find it. Sets STARTED.
+  start_extra() { # port drain-secs
     HOST=127.0.0.1 PORT=$1 FEED_DRAIN_SECS=$2 DATABASE_URL="$(pg_app_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)" \
       KAFKA_BROKERS="127.0.0.1:${FEED_KAFKA_PORT:-9092}" WORKER_ENABLED=false RUST_LOG=warn \
       nohup target/release/feed-api >>"$OUT/drain-api-$1.log" 2>&1 &
-    echo $!
+    STARTED=$!
+  }
+  wait_ready() { # port
+    for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$1/api/ready" >/dev/null 2>&1 && return 0; sleep 0.5; done
+    return 1
   }
   clients_on() { curl -sf "http://127.0.0.1:$1/api/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["feed"]["clients"])' 2>/dev/null || echo 0; }
   wait_clients() { # port count
@@ -360,10 +365,11 @@ drain_section() {
     return 1
   }
   for drain in 0 3; do
-    local a b readers
-    a=$(start_extra "$stopping" "$drain"); b=$(start_extra "$other" 0)
+    local a b readers port
+    start_extra "$stopping" "$drain"; a=$STARTED
+    start_extra "$other" 0; b=$STARTED
     for port in "$stopping" "$other"; do
-      for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/api/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+      wait_ready "$port" || die "the api on 127.0.0.1:$port did not become ready (see $OUT/drain-api-$port.log)"
     done
     $BOT readers --url "http://127.0.0.1:$stopping" --also-url "http://127.0.0.1:$other" --clients "$n" \
       --reconnect-within-ms 1 >"$OUT/drain-$drain.json" 2>"$OUT/drain-$drain.log" &

@@ -28,6 +28,8 @@ DEADLINE = 120.0
 BIN = {}
 # Extra environment for every instance (the script's own settings).
 EXTRA_ENV = {}
+# Other child processes of the check (the bot, readers), stopped with it.
+CHILDREN = []
 
 
 def log(msg):
@@ -37,10 +39,16 @@ def log(msg):
 def fail(msg):
     """Stops everything, from any thread: the check has failed."""
     log(f"FAILED: {msg}")
-    for inst in INSTANCES.values():
-        if inst.proc is not None and inst.proc.poll() is None:
-            inst.proc.kill()
+    stop_all()
     os._exit(1)
+
+
+def stop_all():
+    """Kills every process the check started that still runs."""
+    procs = [inst.proc for inst in INSTANCES.values() if inst.proc is not None] + CHILDREN
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def psql(sql):
@@ -265,8 +273,11 @@ def verify(traffic, clients):
         time.sleep(0.5)
     else:
         fail(f"missing: {len(posted - stored)} posts, {len(deleted - applied)} deletions")
-    if len(psql("SELECT id FROM messages")) != len(stored):
-        fail("a message stored twice")
+    # Ids come from the Idempotency-Key, so a post stored twice would have two
+    # ids: each of our posts has a text of its own, which must be there once.
+    twice = psql("SELECT content FROM messages WHERE content LIKE 'post %' GROUP BY content HAVING count(*) > 1")
+    if twice:
+        fail(f"posts stored twice: {twice[:5]}")
     # Others (the bot) may post and delete too: only ours are compared.
     if (applied & posted) != deleted:
         fail(f"deletions of our posts applied that were not asked for: {(applied & posted) - deleted}")
@@ -289,9 +300,12 @@ def verify(traffic, clients):
         time.sleep(0.3)
     for c in clients:
         c.stop_flag.set()
+    behind = [c.label for c in clients if not (c.events and c.events[-1][0] >= last)]
+    if behind:
+        fail(f"clients {behind} did not reach the last event ({last}) within {DEADLINE:.0f} s")
     for c in clients:
         cursors = [e[0] for e in c.events]
-        first = cursors[0] if cursors else last + 1
+        first = cursors[0]
         if cursors != sorted(set(cursors)):
             fail(f"client {c.label}: events repeated or out of order")
         got_msgs = {e[2]: e[0] for e in c.events if e[1] == "message"}

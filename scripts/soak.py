@@ -150,7 +150,9 @@ def readers(label, url_a, url_b, clients, query, extra):
     cmd = [BOT, "readers", "--url", url_a, "--also-url", url_b, "--clients", str(clients),
            "--query", query, "--reconnect-within-ms", "3000", *extra]
     logf = open(os.path.join(DATA, f"readers-{label}.log"), "w")
-    return label, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, text=True)
+    checklib.CHILDREN.append(proc)
+    return label, proc
 
 
 def main():
@@ -161,6 +163,7 @@ def main():
     bot_log = open(os.path.join(DATA, "bot.log"), "w")
     bot = subprocess.Popen([BOT], env={**os.environ, "API_URL": url_b, "BOT_USERS": "6", "BOT_INTERVAL_SECS": "2",
                                        "BOT_JITTER_SECS": "1", "RUST_LOG": "warn"}, stdout=bot_log, stderr=bot_log)
+    checklib.CHILDREN.append(bot)
     crowd = [
         readers("unfiltered", url_a, url_b, 1500, "?history=10", ["--drop-within-ms", "60000"]),
         readers("filtered", url_b, url_a, 300, "?user_id=u1&history=5", ["--drop-within-ms", "60000"]),
@@ -232,6 +235,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     finally:
-        for inst in INSTANCES.values():
-            if inst.proc is not None and inst.proc.poll() is None:
-                inst.proc.kill()
+        checklib.stop_all()

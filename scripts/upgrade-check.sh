@@ -46,8 +46,9 @@ git archive HEAD | tar -x -C "$DATA/current-src"
 # UPGRADE_CURRENT_PATCH: a patch applied to this release too, to see the
 # check fail when a rule is broken (say, readers that refuse unknown fields).
 if [ -n "${UPGRADE_CURRENT_PATCH:-}" ]; then
-  log "Applying $UPGRADE_CURRENT_PATCH to this release"
-  (cd "$DATA/current-src" && patch -s -p1 <"$UPGRADE_CURRENT_PATCH")
+  patch_file=$(realpath "$UPGRADE_CURRENT_PATCH")
+  log "Applying $patch_file to this release"
+  (cd "$DATA/current-src" && git apply "$patch_file")
 fi
 # One target directory for both builds: the dependencies compile once.
 export CARGO_TARGET_DIR="$PWD/target/upgrade-check"

@@ -102,6 +102,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     finally:
-        for inst in INSTANCES.values():
-            if inst.proc is not None and inst.proc.poll() is None:
-                inst.proc.kill()
+        checklib.stop_all()

@@ -32,7 +32,63 @@
   }
 
   function millis(value) {
-    return value === null ? 'nothing delivered' : '≤ ' + number.format(value) + ' ms';
+    return value === null ? 'nothing delivered' : number.format(value) + ' ms';
+  }
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  const W = 300;
+  const H = 80;
+
+  function svgNode(name, attrs) {
+    const node = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    return node;
+  }
+
+  // A bar a second, scaled to the busiest one; its value in a tooltip.
+  function barChart(svg, scale, values, label) {
+    const max = Math.max(1, ...values);
+    const step = W / 60;
+    const bars = values.map((v, i) => {
+      const h = (v / max) * (H - 4);
+      const bar = svgNode('rect', { x: W - (values.length - i) * step, y: H - h, width: Math.max(step - 1, 1), height: h, class: 'bar' });
+      bar.appendChild(svgNode('title', {})).textContent = label(v, values.length - 1 - i);
+      return bar;
+    });
+    scale.textContent = '(top: ' + number.format(max) + ')';
+    svg.replaceChildren(...bars);
+  }
+
+  // One line per series, a level a second (a gap where nothing was
+  // delivered), so a single second shows too.
+  function lineChart(svg, scale, series) {
+    const all = series.flatMap((s) => s.values).filter((v) => v !== null);
+    const max = Math.max(1, ...all);
+    const step = W / 60;
+    const lines = series.map((s) => {
+      let d = '';
+      let drawn = 0;
+      s.values.forEach((v, i) => {
+        if (v === null) return;
+        const x = W - (s.values.length - i) * step;
+        const y = (H - 2 - (v / max) * (H - 4)).toFixed(1);
+        const joined = i > 0 && s.values[i - 1] !== null;
+        d += (joined ? ' L' : ' M') + x.toFixed(1) + ' ' + y + ' L' + (x + step).toFixed(1) + ' ' + y;
+        drawn += 1;
+      });
+      return svgNode('path', { d: d.trim() || 'M0 0', class: 'line ' + s.name, 'data-points': drawn });
+    });
+    scale.textContent = '(top: ' + number.format(max) + ' ms)';
+    svg.replaceChildren(...lines);
+  }
+
+  function charts(minute) {
+    const seconds = minute.seconds;
+    barChart($('chart-posts'), $('scale-posts'), seconds.map((s) => s.posts), (v, ago) => `${number.format(v)} posts, ${ago} s ago`);
+    lineChart($('chart-latency'), $('scale-latency'), [
+      { name: 'p50', values: seconds.map((s) => s.delivery_p50_ms) },
+      { name: 'p99', values: seconds.map((s) => s.delivery_p99_ms) },
+    ]);
   }
 
   function show(s) {
@@ -50,6 +106,7 @@
     set('delivered', count(minute.delivered));
     set('latency-p50', millis(minute.delivery_p50_ms));
     set('latency-p99', millis(minute.delivery_p99_ms));
+    charts(minute);
     const worker = s.worker;
     const body = $('partitions').tBodies[0];
     body.replaceChildren();

@@ -409,7 +409,8 @@ impl FeedSettings {
             gap_grace: env.millis("FEED_GAP_GRACE_MS", 100, 0..=60_000)?,
             follow_max: env.parse_range("FOLLOW_MAX", 5000u32, 1..=1_000_000)?,
             follow_refresh: env.millis("FOLLOW_REFRESH_MS", 250, 10..=60_000)?,
-            drain: env.secs("FEED_DRAIN_SECS", 3, 0..=60)?,
+            // Within the 9.5 s shutdown budget, after which the worker keeps 2 s.
+            drain: env.secs("FEED_DRAIN_SECS", 3, 0..=7)?,
         })
     }
 }
@@ -828,7 +829,7 @@ mod tests {
         ("FOLLOW_MAX", "0"),
         ("FOLLOW_REFRESH_MS", "5"),
         ("FEATURE_REFRESH_MS", "99"),
-        ("FEED_DRAIN_SECS", "61"),
+        ("FEED_DRAIN_SECS", "8"),
     ];
 
     /// Variables that take any value (or whose value is checked by the

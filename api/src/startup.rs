@@ -47,6 +47,11 @@ use crate::worker::{self, Monitor};
 /// Total time a graceful shutdown may take: the process is out within 10 s.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
 
+/// Of that budget, what the steps after the HTTP server's stop keep for
+/// themselves (the worker's last batch and commit, the producer's flush),
+/// however long in-flight requests and draining streams take.
+const AFTER_SERVER: Duration = Duration::from_secs(2);
+
 /// How long start-up waits for the database and the broker to answer.
 const DEPENDENCY_WAIT: Duration = Duration::from_secs(90);
 
@@ -282,7 +287,10 @@ impl Application {
                 handle.stop(true).await;
                 let _ = server_task.await;
             };
-            if tokio::time::timeout_at(deadline, stop).await.is_err() {
+            if tokio::time::timeout_at(deadline - AFTER_SERVER, stop)
+                .await
+                .is_err()
+            {
                 tracing::warn!("HTTP server did not stop in time");
             }
         }
@@ -309,6 +317,10 @@ impl Application {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "shutdown complete"
         );
+        if server_done {
+            // Not a requested stop: exit non-zero, so a supervisor restarts it.
+            anyhow::bail!("the HTTP server stopped on its own");
+        }
         Ok(())
     }
 }

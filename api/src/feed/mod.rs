@@ -343,7 +343,7 @@ async fn first_page(
             let history = q.history.unwrap_or(feed.settings.history_default);
             // The first page now; the rest of a longer history as the client
             // drains it (see `Pending`).
-            let rows = if history > 0 {
+            let mut rows = if history > 0 {
                 store
                     .history_page(history, PAGE, user)
                     .await
@@ -351,7 +351,13 @@ async fn first_page(
             } else {
                 Vec::new()
             };
-            let more = history > PAGE && rows.len() >= PAGE as usize;
+            // A home stream's history stops at its subscription point too
+            // (see `Pending::push_page`): what is newer comes routed.
+            let reached = upto.is_some_and(|u| rows.last().is_some_and(|r| r.seq >= u));
+            let more = history > PAGE && rows.len() >= PAGE as usize && !reached;
+            if let Some(upto) = upto {
+                rows.retain(|r| r.seq <= upto);
+            }
             if let Some(reset) = reset {
                 announce_reset(
                     &mut pending,

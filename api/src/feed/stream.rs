@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web_lab::sse;
+use futures_util::FutureExt as _;
 use rand::Rng as _;
 use serde_json::json;
 use tokio::time::{Instant, Sleep};
@@ -225,6 +226,11 @@ impl FeedStream {
                 self.scope = ReadScope::All;
                 break;
             };
+            // A long catch-up ends within the drain too: the client resumes
+            // elsewhere from what it got.
+            if self.shutdown.ended().now_or_never().is_some() {
+                return None;
+            }
             let Some(_turn) = self.reads.turn().await else {
                 // The client reconnects with its last cursor and resumes.
                 tracing::debug!("feed catch-up found no turn to read; ending the stream");

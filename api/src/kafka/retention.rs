@@ -66,27 +66,50 @@ pub fn set(
             rk,
             rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS,
         );
-        let mut resources: Vec<*mut rd::rd_kafka_ConfigResource_t> = names
-            .iter()
-            .map(|name| {
-                let resource = rd::rd_kafka_ConfigResource_new(
-                    rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
-                    name.as_ptr(),
+        // The broker's answer within the same time we wait for it, so a
+        // request never succeeds after we reported a timeout.
+        let mut errstr = [0 as std::os::raw::c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options,
+            timeout_ms,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
+        let mut refused: Option<String> = None;
+        let mut resources: Vec<*mut rd::rd_kafka_ConfigResource_t> = Vec::new();
+        for name in &names {
+            let resource = rd::rd_kafka_ConfigResource_new(
+                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+                name.as_ptr(),
+            );
+            if resource.is_null() {
+                refused.get_or_insert_with(|| "a topic resource could not be made".into());
+                continue;
+            }
+            resources.push(resource);
+            for (key, value) in &configs {
+                let error = rd::rd_kafka_ConfigResource_add_incremental_config(
+                    resource,
+                    key.as_ptr(),
+                    rd::rd_kafka_AlterConfigOpType_t::RD_KAFKA_ALTER_CONFIG_OP_TYPE_SET,
+                    value.as_ptr(),
                 );
-                for (key, value) in &configs {
-                    let error = rd::rd_kafka_ConfigResource_add_incremental_config(
-                        resource,
-                        key.as_ptr(),
-                        rd::rd_kafka_AlterConfigOpType_t::RD_KAFKA_ALTER_CONFIG_OP_TYPE_SET,
-                        value.as_ptr(),
-                    );
-                    if !error.is_null() {
-                        rd::rd_kafka_error_destroy(error);
-                    }
+                if !error.is_null() {
+                    let text = CStr::from_ptr(rd::rd_kafka_error_string(error))
+                        .to_string_lossy()
+                        .into_owned();
+                    refused.get_or_insert(text);
+                    rd::rd_kafka_error_destroy(error);
                 }
-                resource
-            })
-            .collect();
+            }
+        }
+        if let Some(reason) = refused {
+            // Nothing is sent when the request could not be made whole.
+            rd::rd_kafka_ConfigResource_destroy_array(resources.as_mut_ptr(), resources.len());
+            rd::rd_kafka_AdminOptions_destroy(options);
+            rd::rd_kafka_queue_destroy(queue);
+            return Err(RetentionError::Refused(reason));
+        }
         rd::rd_kafka_IncrementalAlterConfigs(
             rk,
             resources.as_mut_ptr(),

@@ -446,7 +446,6 @@ impl Store {
         .await
     }
 
-    /// The highest committed sequence number (0 when empty).
     /// The rows of the `features` table: `(name, enabled)`.
     pub async fn features(&self) -> Result<Vec<(String, bool)>, StoreError> {
         self.timed(async {
@@ -461,6 +460,7 @@ impl Store {
         .await
     }
 
+    /// The highest committed sequence number (0 when empty).
     pub async fn max_seq(&self) -> Result<i64, StoreError> {
         Ok(self.counter().await?.last_seq)
     }
@@ -879,8 +879,8 @@ async fn write_new(
         // The row keeps the deletion's own time, as the `deletions` row does.
         let erase = tx
             .prepare_cached(
-                "UPDATE messages SET content = '', deleted_at = d.at \
-                 FROM unnest($1::UUID[], $2::TIMESTAMPTZ[]) AS d (id, at) WHERE messages.id = d.id",
+                "UPDATE messages SET content = '', deleted_at = d.deleted \
+                 FROM unnest($1::UUID[], $2::TIMESTAMPTZ[]) AS d (id, deleted) WHERE messages.id = d.id",
             )
             .await?;
         tx.execute(&erase, &[&ids, &times]).await?;

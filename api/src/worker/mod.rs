@@ -121,7 +121,7 @@ fn foreign_partitions(consumer: &StreamConsumer, topic: &str) -> ForeignLook {
     others
         .iter()
         .map(|&partition| {
-            let (_, end) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            let (start, end) = consumer.fetch_watermarks(topic, partition, timeout)?;
             let committed =
                 committed
                     .find_partition(topic, partition)
@@ -132,6 +132,7 @@ fn foreign_partitions(consumer: &StreamConsumer, topic: &str) -> ForeignLook {
             Ok(orphans::Foreign {
                 partition,
                 committed,
+                start,
                 end,
             })
         })
@@ -337,7 +338,8 @@ impl Worker {
                 return;
             }
         };
-        let stuck = orphans.observe(&foreign, std::time::Instant::now(), limit);
+        let jitter = rand::rng().random_range(1.0..1.5);
+        let stuck = orphans.observe(&foreign, std::time::Instant::now(), limit, jitter);
         // Another member waiting for a database that is down is not gone.
         if stuck.is_empty() || self.store.counter().await.is_err() {
             return;
@@ -348,7 +350,7 @@ impl Worker {
             "partitions with records waiting have made no progress under any member; rejoining the consumer group"
         );
         self.rejoin();
-        orphans.clear();
+        orphans.rejoined();
     }
 
     /// Leaves the group and joins it again: the coordinator assigns afresh.

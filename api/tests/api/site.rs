@@ -106,7 +106,15 @@ async fn status_reports_the_pipeline() {
     assert_eq!(body["feed"]["clients"], 1);
     assert_eq!(body["last_minute"]["posts"], 3);
     assert_eq!(body["last_minute"]["delivered"], 3);
-    assert!(body["last_minute"]["delivery_p99_ms"].as_u64().is_some());
+    assert!(body["last_minute"]["delivery_p99_ms"].as_f64().is_some());
+    // A second at a time, for the page's charts: the three posts are in them.
+    let seconds = body["last_minute"]["seconds"].as_array().expect("seconds");
+    assert_eq!(
+        seconds.len() as u64,
+        body["last_minute"]["window_s"].as_u64().expect("window")
+    );
+    let posts: u64 = seconds.iter().filter_map(|s| s["posts"].as_u64()).sum();
+    assert_eq!(posts, 3);
     let partitions = body["worker"]["partitions"].as_array().expect("partitions");
     let next: i64 = partitions.iter().filter_map(|p| p["offset"].as_i64()).sum();
     assert_eq!(next, 3, "next offsets add up to the 3 records");

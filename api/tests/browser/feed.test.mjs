@@ -427,6 +427,15 @@ test('/status shows numbers that match the database, and a database failure with
     assert.match(await page.textContent('#clients'), /^1 of at most /);
     assert.match(await page.textContent('#posts-per-second'), / \(7 in \d+ s\)$/);
     assert.equal(await page.textContent('#delivered'), '7');
+    // The charts: a bar a second whose values add up to the 7 posts, and the
+    // latency lines with a point for each second that delivered something.
+    await eventually('charts drawn', async () => {
+      const bars = await page.$$eval('#chart-posts rect.bar', (rects) => rects.map((r) => r.querySelector('title').textContent));
+      const posts = bars.reduce((sum, t) => sum + Number(t.split(' ')[0]), 0);
+      const points = await page.$$eval('#chart-latency path', (lines) => lines.map((l) => Number(l.dataset.points)));
+      return bars.length > 0 && posts === 7 && points.length === 2 && points.every((n) => n > 0);
+    });
+    assert.match(await page.textContent('#latency-p99'), /^[\d.,]+ ms$/);
     // Partitions that carried records: their next offsets add up to the 7
     // records of this test's fresh topic, with no lag.
     await eventually('partitions with 7 records and no lag', async () => {
