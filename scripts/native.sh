@@ -174,8 +174,10 @@ pg_require_passwords() {
   local data=$1 port=$2 dir=$3 bin=$4
   grep -qE '^[^#]*[[:space:]]trust([[:space:]]|$)' "$dir/pg_hba.conf" || return 0
   log "Requiring passwords on the PostgreSQL cluster in $dir (it trusted every local connection)"
-  PGPASSWORD= psql -h 127.0.0.1 -p "$port" -U postgres -w -qc \
-    "ALTER ROLE postgres PASSWORD '$(secret "$data" pg-superuser-password)'" >/dev/null \
+  # The statement on standard input, not the command line: another local
+  # user reading `ps` must not see the password.
+  printf "ALTER ROLE postgres PASSWORD '%s'\n" "$(secret "$data" pg-superuser-password)" \
+    | PGPASSWORD= psql -h 127.0.0.1 -p "$port" -U postgres -w -q >/dev/null \
     || die "could not set the superuser's password"
   sed -i -E 's/^([^#]*[[:space:]])trust([[:space:]]|$)/\1scram-sha-256\2/' "$dir/pg_hba.conf"
   runuser -u postgres -- "$bin/pg_ctl" -D "$dir" reload >/dev/null || die "could not reload PostgreSQL"
@@ -199,10 +201,11 @@ pg_app_db() {
   local data=$1 port=$2 name=$3 pw
   pw=$(secret "$data" "pg-$name-password")
   local q=(psql -h 127.0.0.1 -p "$port" -U postgres -w -v ON_ERROR_STOP=1 -qtA)
+  # Passwords go on standard input, never on a command line (`ps` shows those).
   if "${q[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='$name'" | grep -q 1; then
-    "${q[@]}" -c "ALTER ROLE \"$name\" LOGIN PASSWORD '$pw'" >/dev/null
+    printf "ALTER ROLE \"%s\" LOGIN PASSWORD '%s'\n" "$name" "$pw" | "${q[@]}" >/dev/null
   else
-    "${q[@]}" -c "CREATE ROLE \"$name\" LOGIN PASSWORD '$pw'" >/dev/null
+    printf "CREATE ROLE \"%s\" LOGIN PASSWORD '%s'\n" "$name" "$pw" | "${q[@]}" >/dev/null
   fi
   if ! "${q[@]}" -c "SELECT 1 FROM pg_database WHERE datname='$name'" | grep -q 1; then
     "${q[@]}" -c "CREATE DATABASE \"$name\" OWNER \"$name\"" >/dev/null
