@@ -17,13 +17,16 @@
 #      follows, with PostgreSQL's plan of its history query
 #   8. drain: the reconnects a second instance sees when the first one stops, with and
 #      without FEED_DRAIN_SECS
+#   9. the allocator (system, system with trimming, mimalloc, jemalloc): memory per idle
+#      stream, memory given back after the clients leave, fan-out CPU
 #
 #   bash start.sh && bash scripts/bench.sh      (uses the running native stack, or starts it)
 #
 # Everything runs on 127.0.0.1. Results also go to .data/bench/*.json.
 # BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run;
 # BENCH_ONLY=fanout runs only section 4, BENCH_ONLY=home only section 7, BENCH_ONLY=home-idle
-# only its memory part 7a, BENCH_ONLY=drain only section 8 (for tuning).
+# only its memory part 7a, BENCH_ONLY=drain only section 8, BENCH_ONLY=allocators only section 9
+# (BENCH_ALLOCATORS picks which: system trim mimalloc jemalloc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/native.sh
@@ -399,7 +402,57 @@ PY
   done
 }
 
+# Section 9: the allocator, on memory per idle connection, memory given back
+# after the clients leave, and fan-out CPU. Each variant is built into
+# target/alloc (features of the api crate) and runs as a second instance
+# without a worker, fed through the broker by the main api.
+alloc_section() {
+  local n=${BENCH_ALLOC_CLIENTS:-10000} port=${BENCH_ALLOC_PORT:-8097} variant
+  echo
+  echo "== 9. the allocator: $n idle streams (memory held, then given back a minute after they leave), then $n streams at 10 msg/s (api CPU per delivered event), on a second instance without a worker"
+  for variant in ${BENCH_ALLOCATORS:-system trim mimalloc jemalloc}; do
+    local features=() bin="target/alloc/bin-$variant"
+    [ "$variant" = system ] || features=(--features "$variant")
+    CARGO_TARGET_DIR=target/alloc cargo build -q --release -p feed-api "${features[@]}"
+    cp target/alloc/release/feed-api "$bin"
+    local pid before held after t0 cpu
+    for phase in idle busy; do
+      HOST=127.0.0.1 PORT=$port DATABASE_URL="$(pg_app_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)" \
+        KAFKA_BROKERS="127.0.0.1:${FEED_KAFKA_PORT:-9092}" WORKER_ENABLED=false RUST_LOG=warn \
+        nohup "$bin" >>"$OUT/alloc-$variant.log" 2>&1 &
+      pid=$!
+      for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/api/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+      before=$(rss_kib "$pid"); t0=$(ticks "$pid")
+      if [ "$phase" = idle ]; then
+        $BOT load --url "$API" --rate 0.1 --connections 1 --duration 20 --clients "$n" --feed-url "http://127.0.0.1:$port" --drain 5 \
+          --json "$OUT/alloc-$variant-idle.json" >/dev/null 2>>"$OUT/alloc-$variant.log" &
+        local loader=$! peak=0 r samples=()
+        while kill -0 "$loader" 2>/dev/null; do r=$(rss_kib "$pid"); [ "$r" -gt "$peak" ] && peak=$r; samples+=("$r"); sleep 1; done
+        wait "$loader" || true
+        held=$(printf '%s\n' "${samples[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+        sleep 60
+        after=$(rss_kib "$pid")
+        python3 -c "
+b, h, a, n = $before, $held, $after, $n
+print(f'  $variant: idle {n} streams: {b // 1024} -> {h // 1024} MiB held = {(h - b) / n:.1f} KiB per stream; a minute after they left {a // 1024} MiB: {100 * (a - b) / max(h - b, 1):.0f}% of the growth kept')"
+      else
+        $BOT load --url "$API" --rate 10 --connections 2 --duration 30 --clients "$n" --feed-url "http://127.0.0.1:$port" --drain 20 \
+          --json "$OUT/alloc-$variant-busy.json" >/dev/null 2>>"$OUT/alloc-$variant.log" || true
+        cpu=$(( $(ticks "$pid") - t0 ))
+        python3 - "$OUT/alloc-$variant-busy.json" "$cpu" "$(getconf CLK_TCK)" "$variant" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); dl = d["delivery"]; cpu = int(sys.argv[2]) / int(sys.argv[3])
+print(f"  {sys.argv[4]}: busy: received {dl['events_received']} (missed {dl['missed_total']}), p50 {dl['end_to_end']['p50_ms']:.1f} ms p99 {dl['end_to_end']['p99_ms']:.1f} ms, "
+      f"api CPU {cpu:.1f} s = {cpu * 1e6 / max(dl['events_received'], 1):.2f} us per delivered event")
+PY
+      fi
+      kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    done
+  done
+}
+
 if [ "$ONLY" = home ]; then home_section; log "Done (BENCH_ONLY=home). JSON reports in $OUT/"; exit 0; fi
+if [ "$ONLY" = allocators ]; then alloc_section; log "Done (BENCH_ONLY=allocators). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = drain ]; then drain_section; log "Done (BENCH_ONLY=drain). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = home-idle ]; then
   home_graph "${BENCH_HOME_READERS:-1000}"
@@ -457,6 +510,7 @@ for line in sys.stdin:
 
 home_section
 drain_section
+alloc_section
 
 echo
 log "Done. JSON reports in $OUT/"

@@ -4,6 +4,28 @@ use feed_api::config::{ConfigError, LogFormat, Settings};
 use feed_api::startup::{shutdown_signal, Application};
 use feed_api::telemetry;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// With the system allocator and `trim`: glibc keeps freed memory for reuse
+/// and gives little of it back on its own; this hands it back every 10 s.
+#[cfg(feature = "trim")]
+fn spawn_trim() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            // SAFETY: malloc_trim only returns unused pages of the heap.
+            unsafe { libc::malloc_trim(0) };
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let vars = std::env::vars().collect();
@@ -15,6 +37,8 @@ async fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init(format);
+    #[cfg(feature = "trim")]
+    spawn_trim();
     let settings = match Settings::from_vars(&vars) {
         Ok(s) => s,
         Err(e) => {

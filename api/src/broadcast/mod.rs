@@ -32,6 +32,7 @@ mod sequencer;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::ReusableBoxFuture;
 
 use bytestring::ByteString;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
@@ -149,10 +150,23 @@ pub struct Subscription {
 
 /// Where a stream's live events come from.
 pub enum Live {
-    /// Every event, from the ring.
-    Ring(broadcast::Receiver<Arc<FeedEvent>>),
+    /// Every event, from the ring. The receiver lives inside its pending
+    /// read, one allocation reused for every event (the ring has no
+    /// poll-style read), so a stream can be polled without an async block.
+    Ring(ReusableBoxFuture<'static, RingRead>),
     /// The events of its audience, from its own queue.
     Routed(router::Routed),
+}
+
+/// A finished read of the ring, with the receiver for the next one.
+pub type RingRead = (
+    Result<Arc<FeedEvent>, broadcast::error::RecvError>,
+    broadcast::Receiver<Arc<FeedEvent>>,
+);
+
+async fn read_ring(mut rx: broadcast::Receiver<Arc<FeedEvent>>) -> RingRead {
+    let read = rx.recv().await;
+    (read, rx)
 }
 
 /// What a stream's next live read gives.
@@ -165,17 +179,33 @@ pub enum Received {
 }
 
 impl Live {
+    fn ring(rx: broadcast::Receiver<Arc<FeedEvent>>) -> Live {
+        Live::Ring(ReusableBoxFuture::new(read_ring(rx)))
+    }
+
     pub async fn recv(&mut self) -> Received {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next live event, or why there is none.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Received> {
+        use std::task::Poll;
         match self {
-            Live::Ring(rx) => match rx.recv().await {
-                Ok(ev) => Received::Event(ev),
-                Err(broadcast::error::RecvError::Lagged(_)) => Received::Lagged,
-                Err(broadcast::error::RecvError::Closed) => Received::Closed,
-            },
-            Live::Routed(routed) => match routed.recv().await {
+            Live::Ring(read) => {
+                let Poll::Ready((result, rx)) = read.poll(cx) else {
+                    return Poll::Pending;
+                };
+                read.set(read_ring(rx));
+                Poll::Ready(match result {
+                    Ok(ev) => Received::Event(ev),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Received::Lagged,
+                    Err(broadcast::error::RecvError::Closed) => Received::Closed,
+                })
+            }
+            Live::Routed(routed) => routed.poll_recv(cx).map(|ev| match ev {
                 Some(ev) => Received::Event(ev),
                 None => Received::Lagged,
-            },
+            }),
         }
     }
 }
@@ -231,7 +261,7 @@ impl Broadcaster {
         let rx = self.tx.subscribe();
         between();
         Subscription {
-            live: Live::Ring(rx),
+            live: Live::ring(rx),
             from: self.last_released(),
         }
     }
@@ -660,10 +690,12 @@ mod tests {
         let mut sub = broadcaster.subscribe_with(|| broadcaster.release(&s(2)));
         broadcaster.release(&s(3));
         let mut after_from = Vec::new();
-        let Live::Ring(rx) = &mut sub.live else {
-            panic!("an unfiltered subscription reads the ring")
-        };
-        while let Ok(ev) = rx.try_recv() {
+        assert!(
+            matches!(sub.live, Live::Ring(_)),
+            "an unfiltered subscription reads the ring"
+        );
+        while let Some(Received::Event(ev)) = futures_util::FutureExt::now_or_never(sub.live.recv())
+        {
             if ev.seq > sub.from {
                 after_from.push(ev.seq);
             }

@@ -120,7 +120,12 @@ impl Routed {
     /// its queue was full (the stream is behind: `event: lagged`), after the
     /// events queued before that.
     pub async fn recv(&mut self) -> Option<Arc<FeedEvent>> {
-        std::future::poll_fn(|cx| self.queue.poll_next(cx)).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Routed::recv`], polled.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Arc<FeedEvent>>> {
+        self.queue.poll_next(cx)
     }
 }
 

@@ -245,7 +245,7 @@ async fn open(
         scope,
     };
     let stream = FeedStream::new(opened, feed, limits.reads.clone());
-    let body = Sse::from_stream(stream.into_stream()).with_retry_duration(feed.settings.retry);
+    let body = Sse::from_stream(stream).with_retry_duration(feed.settings.retry);
     Ok(stream_response().body(body))
 }
 

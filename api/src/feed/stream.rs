@@ -7,12 +7,13 @@
 //! bounded by the server, not by how fast its client reads.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use actix_web_lab::sse;
-use futures_util::FutureExt as _;
 use rand::Rng as _;
 use serde_json::json;
 use tokio::time::{Instant, Sleep};
@@ -82,6 +83,7 @@ pub(super) fn reset_event(reason: &str, message: &str, before: i64) -> sse::Even
 }
 
 /// Whose events a stream reads from the database, owned by the stream.
+#[derive(Clone)]
 pub(super) enum ReadScope {
     All,
     User(UserId),
@@ -130,6 +132,10 @@ pub(super) struct FeedStream {
     last_write: Instant,
     /// Registered once per stream rather than once per event.
     shutdown: Shutdown,
+    /// The catch-up page being read, if one is.
+    reading: Option<PageRead>,
+    /// Past its history and catch-up: reading live events.
+    live_now: bool,
     done: bool,
 }
 
@@ -146,22 +152,46 @@ enum Shutdown {
 }
 
 impl Shutdown {
-    /// Resolves when this stream must end.
-    async fn ended(&mut self) {
+    /// Ready when this stream must end.
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             match self {
                 Shutdown::Waiting { signal, drain } => {
-                    signal.as_mut().await;
+                    ready!(signal.as_mut().poll(cx));
                     if drain.is_zero() {
-                        return;
+                        return Poll::Ready(());
                     }
                     let after = rand::rng().random_range(Duration::ZERO..*drain);
                     *self = Shutdown::Draining(Box::pin(tokio::time::sleep(after)));
                 }
-                Shutdown::Draining(until) => return until.as_mut().await,
+                Shutdown::Draining(until) => return until.as_mut().poll(cx),
             }
         }
     }
+}
+
+/// A page of a catch-up being read: its turn in the read queue, then the
+/// rows. Boxed only while a read is under way.
+type PageRead = Pin<Box<dyn Future<Output = Option<Vec<Sequenced>>> + Send>>;
+
+fn read_page(reads: ReadQueue, store: Store, scope: ReadScope, after: i64) -> PageRead {
+    Box::pin(async move {
+        let Some(_turn) = reads.turn().await else {
+            // The client reconnects with its last cursor and resumes.
+            tracing::debug!("feed catch-up found no turn to read; ending the stream");
+            return None;
+        };
+        // Deletions too, also for the rest of a long history: a live
+        // `delete` at or below the last number sent is skipped.
+        match store.after(after, PAGE, scope.scope()).await {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                // The client reconnects with its last cursor and resumes.
+                tracing::warn!(error = %Chain(&e), "feed catch-up failed; ending the stream");
+                None
+            }
+        }
+    })
 }
 
 /// What a connect has put together by the time its stream starts.
@@ -195,103 +225,132 @@ impl FeedStream {
                 signal: Box::pin(feed.shutdown.child_token().cancelled_owned()),
                 drain: feed.settings.drain,
             },
+            reading: None,
+            live_now: false,
             done: false,
         }
     }
 
-    pub(super) fn into_stream(
-        self,
-    ) -> impl futures_util::Stream<Item = Result<sse::Event, std::convert::Infallible>> {
-        futures_util::stream::unfold(self, |mut s| async move {
-            let event = s.next_event().await?;
-            s.last_write = Instant::now();
-            if !matches!(event, sse::Event::Comment(_)) {
-                s.metrics.sse.events_sent.inc();
-            }
-            Some((Ok(event), s))
-        })
-    }
-
-    async fn next_event(&mut self) -> Option<sse::Event> {
-        if self.done {
-            return None;
-        }
+    /// The next event of the history or catch-up still to send; `Ready(None)`
+    /// once there is no more (the stream goes live), or when the stream must
+    /// end (`done` is set then).
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<sse::Event>> {
         loop {
             if let Some(event) = self.pending.events.pop_front() {
-                return Some(event);
+                return Poll::Ready(Some(event));
+            }
+            if let Some(read) = &mut self.reading {
+                let rows = ready!(read.as_mut().poll(cx));
+                self.reading = None;
+                let Some(rows) = rows else {
+                    self.done = true;
+                    return Poll::Ready(None);
+                };
+                let upto = self.scope.catch_up_upto(self.live_from);
+                self.pending.push_page(rows, upto);
+                continue;
             }
             let Some(after) = self.pending.catch_up else {
-                self.pending.last_sent = self.pending.last_sent.max(self.live_from);
-                // Live events come filtered by the router: no list needed any more.
-                self.scope = ReadScope::All;
-                break;
+                return Poll::Ready(None);
             };
             // A long catch-up ends within the drain too: the client resumes
             // elsewhere from what it got.
-            if self.shutdown.ended().now_or_never().is_some() {
-                return None;
+            if self.shutdown.poll_ended(cx).is_ready() {
+                self.done = true;
+                return Poll::Ready(None);
             }
-            let Some(_turn) = self.reads.turn().await else {
-                // The client reconnects with its last cursor and resumes.
-                tracing::debug!("feed catch-up found no turn to read; ending the stream");
-                return None;
-            };
-            // Deletions too, also for the rest of a long history: a live
-            // `delete` at or below the last number sent is skipped.
-            match self.store.after(after, PAGE, self.scope.scope()).await {
-                Ok(rows) => {
-                    let upto = self.scope.catch_up_upto(self.live_from);
-                    self.pending.push_page(rows, upto);
-                }
-                Err(e) => {
-                    // The client reconnects with its last cursor and resumes.
-                    tracing::warn!(error = %Chain(&e), "feed catch-up failed; ending the stream");
-                    return None;
-                }
+            self.reading = Some(read_page(
+                self.reads.clone(),
+                self.store.clone(),
+                self.scope.clone(),
+                after,
+            ));
+        }
+    }
+
+    /// The next event for the client: what is pending, then live events,
+    /// skipping what it was sent already, with keep-alives.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<sse::Event>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if !self.live_now {
+            if let Some(event) = ready!(self.poll_pending(cx)) {
+                return Poll::Ready(Some(event));
             }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            self.live_now = true;
+            self.pending.last_sent = self.pending.last_sent.max(self.live_from);
+            // Live events come filtered by the router: no list needed any more.
+            self.scope = ReadScope::All;
         }
         loop {
-            tokio::select! {
-                biased;
-                _ = self.shutdown.ended() => return None,
-                received = self.live.recv() => match received {
-                    Received::Event(ev) => {
-                        if ev.seq <= self.pending.last_sent {
-                            continue;
-                        }
-                        self.pending.last_sent = ev.seq;
-                        return Some(feed_event(&ev));
-                    }
-                    Received::Lagged => {
-                        self.done = true;
-                        self.metrics.sse.lagged.inc();
-                        tracing::info!(last_sent = self.pending.last_sent, "feed client too slow; cutting it off");
-                        let data = json!({
-                            "reason": "client_too_slow",
-                            "message": "the client fell too far behind; reconnect with Last-Event-ID to resume",
-                            "last_event_id": cursor::encode(self.pending.last_sent),
-                        });
-                        // The `id:` makes an EventSource reconnect from here by itself.
-                        return Some(
-                            sse::Data::new(data.to_string())
-                                .id(cursor::encode(self.pending.last_sent))
-                                .event("lagged")
-                                .into(),
-                        );
-                    }
-                    Received::Closed => return None,
-                },
-                _ = self.idle_deadline.as_mut() => {
-                    let now = Instant::now();
-                    let silent_until = self.last_write + self.heartbeat;
-                    if now >= silent_until {
-                        self.idle_deadline.as_mut().reset(now + self.heartbeat);
-                        return Some(sse::Event::Comment("keep-alive".into()));
-                    }
-                    self.idle_deadline.as_mut().reset(silent_until);
-                }
+            if self.shutdown.poll_ended(cx).is_ready() {
+                return Poll::Ready(None);
             }
+            match self.live.poll_recv(cx) {
+                Poll::Ready(Received::Event(ev)) => {
+                    if ev.seq <= self.pending.last_sent {
+                        continue;
+                    }
+                    self.pending.last_sent = ev.seq;
+                    return Poll::Ready(Some(feed_event(&ev)));
+                }
+                Poll::Ready(Received::Lagged) => return Poll::Ready(Some(self.lagged())),
+                Poll::Ready(Received::Closed) => return Poll::Ready(None),
+                Poll::Pending => {}
+            }
+            ready!(self.idle_deadline.as_mut().poll(cx));
+            let now = Instant::now();
+            let silent_until = self.last_write + self.heartbeat;
+            if now >= silent_until {
+                self.idle_deadline.as_mut().reset(now + self.heartbeat);
+                return Poll::Ready(Some(sse::Event::Comment("keep-alive".into())));
+            }
+            // Written to since: look again when the silence would be long enough.
+            self.idle_deadline.as_mut().reset(silent_until);
         }
+    }
+
+    /// `event: lagged`, the stream's last: its `id:` makes an EventSource
+    /// reconnect from there by itself.
+    fn lagged(&mut self) -> sse::Event {
+        self.done = true;
+        self.metrics.sse.lagged.inc();
+        tracing::info!(
+            last_sent = self.pending.last_sent,
+            "feed client too slow; cutting it off"
+        );
+        let data = json!({
+            "reason": "client_too_slow",
+            "message": "the client fell too far behind; reconnect with Last-Event-ID to resume",
+            "last_event_id": cursor::encode(self.pending.last_sent),
+        });
+        sse::Data::new(data.to_string())
+            .id(cursor::encode(self.pending.last_sent))
+            .event("lagged")
+            .into()
+    }
+}
+
+/// A stream is polled by actix directly: a small struct, not an async
+/// block's state machine, which took about 4.7 KiB per connection
+/// (docs/PERFORMANCE.md, "Memory per connection").
+impl futures_util::Stream for FeedStream {
+    type Item = Result<sse::Event, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(event) = ready!(this.poll_event(cx)) else {
+            return Poll::Ready(None);
+        };
+        this.last_write = Instant::now();
+        if !matches!(event, sse::Event::Comment(_)) {
+            this.metrics.sse.events_sent.inc();
+        }
+        Poll::Ready(Some(Ok(event)))
     }
 }
 
