@@ -411,8 +411,8 @@ alloc_section() {
   echo
   echo "== 9. the allocator: $n idle streams (memory held, then given back a minute after they leave), then $n streams at 10 msg/s (api CPU per delivered event), on a second instance without a worker"
   for variant in ${BENCH_ALLOCATORS:-system trim mimalloc jemalloc}; do
-    local features=() bin="target/alloc/bin-$variant"
-    [ "$variant" = system ] || features=(--features "$variant")
+    local features=(--no-default-features) bin="target/alloc/bin-$variant"
+    [ "$variant" = system ] || features+=(--features "$variant")
     CARGO_TARGET_DIR=target/alloc cargo build -q --release -p feed-api "${features[@]}"
     cp target/alloc/release/feed-api "$bin"
     local pid before held after t0 cpu

@@ -12,9 +12,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// With the system allocator and `trim`: glibc keeps freed memory for reuse
-/// and gives little of it back on its own; this hands it back every 10 s.
-#[cfg(feature = "trim")]
+/// With the system allocator and `trim` (the default): glibc keeps freed
+/// memory for reuse and gives little of it back on its own (a storm of
+/// connects, once gone, left all of its growth behind); this hands it back
+/// every 10 s (docs/PERFORMANCE.md, "The allocator").
+#[cfg(all(feature = "trim", not(any(feature = "mimalloc", feature = "jemalloc"))))]
 fn spawn_trim() {
     tokio::spawn(async {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
@@ -37,7 +39,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init(format);
-    #[cfg(feature = "trim")]
+    #[cfg(all(feature = "trim", not(any(feature = "mimalloc", feature = "jemalloc"))))]
     spawn_trim();
     let settings = match Settings::from_vars(&vars) {
         Ok(s) => s,
