@@ -60,6 +60,23 @@ ensure_prometheus() {
   apt_install --no-install-recommends prometheus
 }
 
+# schemathesis (PyPI), which fuzzes the api against its OpenAPI description
+# (api/tests/api/contract.rs), in a virtual environment of its own under
+# DIR (Debian's Python refuses installs outside one); prints its path.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv=$1/schemathesis-venv
+  if [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+    log "Installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $venv..." >&2
+    if ! python3 -c 'import ensurepip' 2>/dev/null; then apt_install python3-venv >&2; fi
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION" >&2 \
+      || die "could not install schemathesis from PyPI"
+  fi
+  echo "$venv/bin/schemathesis"
+}
+
 # The browser tests' tools: Debian's Chromium, and Node.js 20+ with npm for
 # playwright-core (npm cannot download browsers here; it drives this one).
 ensure_browser_tools() {

@@ -27,6 +27,9 @@ fi
 ensure_postgres_installed
 ensure_tansu_installed
 ensure_prometheus
+mkdir -p "$DATA"
+SCHEMATHESIS=$(ensure_schemathesis "$DATA")
+export SCHEMATHESIS
 pg_start "$DATA" "$PG_PORT"
 # Every run gets a broker with empty storage: each test makes topics of its
 # own, and an old run's would only grow the file.

@@ -106,13 +106,37 @@ impl ResponseError for DeleteError {
 /// a moment's trouble.
 const NOT_ENABLED_RETRY_SECS: &str = "60";
 
-#[derive(Serialize)]
-struct Queued {
+/// The answer to an accepted deletion.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Queued {
     id: Uuid,
+    #[schema(value_type = String, pattern = "^queued$")]
     status: &'static str,
 }
 
 /// `DELETE /api/messages/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/messages/{id}",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message's id (a UUID)")),
+    responses(
+        (status = 202, description = "The broker acknowledged the deletion (a repeat \
+            answers `202` too)", body = Queued),
+        (status = 400, response = crate::openapi::BadPath),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: neither the author's nor a moderator's \
+            token", body = crate::error::ErrorBody),
+        (status = 404, description = "`message_not_found` (one still on its way through \
+            the pipeline: retry)", body = crate::error::ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 503, description = "`database_unavailable` or `queue_unavailable` \
+            (`Retry-After: 1`), or `not_enabled` (`Retry-After: 60`: deletions are not \
+            switched on yet)", body = crate::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn delete_message(
     req: HttpRequest,
     id: web::Path<String>,

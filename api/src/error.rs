@@ -114,12 +114,28 @@ impl ErrorCode {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The body of every error response (docs/API.md, "JSON error body").
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody<'a> {
+    /// A stable, machine-readable code (docs/API.md, "Error codes").
+    #[schema(schema_with = codes_schema)]
     error: &'a str,
+    /// Free text for people; it can change, so do not parse it.
     message: &'a str,
+    /// The one input at fault, when there is one (a JSON field, a query
+    /// parameter, a path part, `Last-Event-ID`); left out otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     field: Option<&'a str>,
+}
+
+/// `error`'s values: every [`ErrorCode`].
+fn codes_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+        .build()
 }
 
 /// A JSON error response.

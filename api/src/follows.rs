@@ -11,7 +11,6 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use serde_json::json;
 
 use crate::auth::{AuthError, Tokens};
 use crate::error::{json_error_builder, retry_after_secs, Chain, ErrorCode, RETRY_AFTER_SECS};
@@ -134,6 +133,26 @@ fn change(
 }
 
 /// `PUT /api/users/{user}/following/{target}`: `204` once stored.
+#[utoipa::path(
+    put,
+    path = "/api/users/{user}/following/{target}",
+    tag = "follows",
+    params(
+        ("user" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The follower"),
+        ("target" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The followed"),
+    ),
+    responses(
+        (status = 204, description = "Stored (a repeat changes nothing)"),
+        (status = 400, response = crate::openapi::BadPath),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`forbidden_user`: the token's `sub` is not `user`",
+            body = crate::error::ErrorBody),
+        (status = 422, description = "`cannot_follow_self`, or `too_many_follows` (FOLLOW_MAX)", body = crate::error::ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn follow(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -161,6 +180,26 @@ pub async fn follow(
 
 /// `DELETE /api/users/{user}/following/{target}`: `204` once removed (or
 /// when there was nothing to remove).
+#[utoipa::path(
+    delete,
+    path = "/api/users/{user}/following/{target}",
+    tag = "follows",
+    params(
+        ("user" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The follower"),
+        ("target" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The followed"),
+    ),
+    responses(
+        (status = 204, description = "Removed, or there was nothing to remove"),
+        (status = 400, response = crate::openapi::BadPath),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`forbidden_user`: the token's `sub` is not `user`",
+            body = crate::error::ErrorBody),
+        (status = 422, description = "`cannot_follow_self`", body = crate::error::ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn unfollow(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -197,6 +236,21 @@ async fn read_turn(
 }
 
 /// `GET /api/users/{user}/following/{target}`: `204` when it follows, `404` when not.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}/following/{target}",
+    tag = "follows",
+    params(
+        ("user" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The follower"),
+        ("target" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The followed"),
+    ),
+    responses(
+        (status = 204, description = "`user` follows `target`"),
+        (status = 400, response = crate::openapi::BadPath),
+        (status = 404, description = "`not_following`", body = crate::error::ErrorBody),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
 pub async fn is_following(
     path: web::Path<(String, String)>,
     store: web::Data<Store>,
@@ -242,15 +296,68 @@ async fn list(
     let next_after = (ids.len() == limit as usize)
         .then(|| ids.last().map(UserId::as_str))
         .flatten();
-    let key = match side {
-        Side::Following => "following",
-        Side::Followers => "followers",
-    };
     let ids: Vec<&str> = ids.iter().map(UserId::as_str).collect();
-    Ok(HttpResponse::Ok().json(json!({ key: ids, "next_after": next_after })))
+    Ok(match side {
+        Side::Following => HttpResponse::Ok().json(Following {
+            following: ids,
+            next_after,
+        }),
+        Side::Followers => HttpResponse::Ok().json(Followers {
+            followers: ids,
+            next_after,
+        }),
+    })
+}
+
+/// A page of the accounts a user follows, in byte order.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Following<'a> {
+    #[schema(example = json!(["bob", "carol"]))]
+    following: Vec<&'a str>,
+    /// The last id when the page is full (pass it as `after`), else `null`.
+    #[schema(required = true)]
+    next_after: Option<&'a str>,
+}
+
+/// A page of the accounts that follow a user, in byte order.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Followers<'a> {
+    #[schema(example = json!(["alice"]))]
+    followers: Vec<&'a str>,
+    /// The last id when the page is full (pass it as `after`), else `null`.
+    #[schema(required = true)]
+    next_after: Option<&'a str>,
+}
+
+/// A user's counts (keys in alphabetical order, as before they were typed).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct UserSummary<'a> {
+    followers: i64,
+    following: i64,
+    /// Stored messages, deleted ones left out.
+    posts: i64,
+    user_id: &'a str,
 }
 
 /// `GET /api/users/{user}/following`.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}/following",
+    tag = "follows",
+    params(
+        ("user" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "Ids per page (default 100)"),
+        ("after" = Option<String>, Query, pattern = "^[A-Za-z0-9_.-]{1,64}$",
+            description = "Only ids after this one (byte order)"),
+    ),
+    responses(
+        (status = 200, description = "A page of ids in byte order", body = Following),
+        (status = 400, description = "`invalid_path` (`user`) or `invalid_query` (`limit`, \
+            `after`, the query string)", body = crate::error::ErrorBody),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
 pub async fn following(
     req: HttpRequest,
     user: web::Path<String>,
@@ -262,6 +369,24 @@ pub async fn following(
 }
 
 /// `GET /api/users/{user}/followers`.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}/followers",
+    tag = "follows",
+    params(
+        ("user" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "Ids per page (default 100)"),
+        ("after" = Option<String>, Query, pattern = "^[A-Za-z0-9_.-]{1,64}$",
+            description = "Only ids after this one (byte order)"),
+    ),
+    responses(
+        (status = 200, description = "A page of ids in byte order", body = Followers),
+        (status = 400, description = "`invalid_path` (`user`) or `invalid_query` (`limit`, \
+            `after`, the query string)", body = crate::error::ErrorBody),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
 pub async fn followers(
     req: HttpRequest,
     user: web::Path<String>,
@@ -274,6 +399,18 @@ pub async fn followers(
 
 /// `GET /api/users/{user}`: how many it follows, how many follow it, and
 /// its posts (deleted ones left out); zeros for a user nobody has heard of.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}",
+    tag = "follows",
+    params(("user" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$")),
+    responses(
+        (status = 200, description = "The user's counts (zeros for an unknown user)",
+            body = UserSummary),
+        (status = 400, response = crate::openapi::BadPath),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
 pub async fn user(
     user: web::Path<String>,
     store: web::Data<Store>,
@@ -286,10 +423,10 @@ pub async fn user(
         .user_counts(&user)
         .await
         .map_err(FollowError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "user_id": user.as_str(),
-        "following": counts.following,
-        "followers": counts.followers,
-        "posts": counts.posts,
-    })))
+    Ok(HttpResponse::Ok().json(UserSummary {
+        followers: counts.followers,
+        following: counts.following,
+        posts: counts.posts,
+        user_id: user.as_str(),
+    }))
 }

@@ -25,6 +25,13 @@ use crate::worker::Monitor;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /api/health`.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "operations",
+    responses((status = 200, description = "Always `{\"status\":\"ok\"}`: no dependency is checked",
+        body = Object, example = json!({"status": "ok"})))
+)]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
@@ -107,6 +114,17 @@ pub async fn check_dependencies(store: &Store, producer: &Producer) -> Dependenc
 }
 
 /// `GET /api/ready`.
+#[utoipa::path(
+    get,
+    path = "/api/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database and the broker answer", body = crate::openapi::Readiness),
+        (status = 503, description = "One of them does not: the same body (not an error body)",
+            body = crate::openapi::Readiness,
+            headers(("Retry-After" = u32, description = "1"))),
+    )
+)]
 pub async fn ready(
     store: web::Data<Store>,
     producer: web::Data<Producer>,
@@ -167,6 +185,18 @@ pub fn worker_report(worker: Option<&Monitor>) -> serde_json::Value {
 
 /// `GET /metrics`: the text exposition format of OpenMetrics, with the
 /// values that live elsewhere read now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus metrics (docs/API.md, §7); on METRICS_ADDR \
+            instead when that is set (the main port then answers `404`)",
+            content_type = "application/openmetrics-text", body = String),
+        (status = 500, description = "`internal_error`: the metrics could not be encoded",
+            body = crate::error::ErrorBody),
+    )
+)]
 pub async fn metrics(
     metrics: web::Data<Metrics>,
     broadcaster: web::Data<Broadcaster>,

@@ -160,14 +160,64 @@ pub struct Ingest {
     pub features: std::sync::Arc<crate::features::Features>,
 }
 
-#[derive(Serialize)]
-struct Accepted {
+/// The answer to an accepted post: the identity the message will carry.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Accepted {
     id: uuid::Uuid,
+    #[schema(format = DateTime, example = "2026-11-22T21:50:25.894Z")]
     created_at: String,
+    #[schema(value_type = String, pattern = "^queued$")]
     status: &'static str,
 }
 
+/// A post's body, for the description: [`parse`] checks it by hand, in the
+/// order docs/API.md gives, so each failure gets its own code.
+#[allow(dead_code)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewMessage {
+    /// The poster; may be left out when tokens are on (it is then the
+    /// token's `sub`).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "alice")]
+    user_id: String,
+    /// 1 to 280 characters after trimming white space; no control character
+    /// but newline and tab.
+    #[schema(min_length = 1, example = "Hello, feed!")]
+    content: String,
+}
+
 /// `POST /api/messages`.
+#[utoipa::path(
+    post,
+    path = "/api/messages",
+    tag = "messages",
+    request_body(
+        content = NewMessage,
+        content_type = "application/json",
+        description = "At most 16384 bytes; `application/json` or `application/*+json`"
+    ),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$",
+            description = "1 to 128 visible ASCII characters: every attempt with the same \
+                key (per user) is the same message")
+    ),
+    responses(
+        (status = 202, description = "The broker acknowledged the message", body = Accepted),
+        (status = 400, description = "`invalid_body`, `malformed_json`, `unknown_field`, \
+            `missing_field`, `invalid_type`, `invalid_field` or `invalid_idempotency_key` \
+            (the first check that fails; `field` names the input)", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`forbidden_user`: `user_id` is not the token's `sub`",
+            body = crate::error::ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within \
+            HTTP_BODY_TIMEOUT_MS", body = crate::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 503, response = crate::openapi::QueueUnavailable),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn post_message(
     req: HttpRequest,
     body: web::Payload,

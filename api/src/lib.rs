@@ -14,6 +14,8 @@
 //!   timelines' authors current on each instance.
 //! - `site`: the live page (`GET /`) and the status page (`GET /status`,
 //!   fed by `status`).
+//! - `openapi`: the OpenAPI 3.1 description at `GET /api/openapi.json`,
+//!   derived from the handlers.
 //! - `routes` and [`startup`]: which listener serves what, and the wiring.
 //!
 //! Modules are crate-private unless a binary or the integration tests use
@@ -38,6 +40,7 @@ pub(crate) mod limits;
 pub mod message;
 pub(crate) mod metrics;
 pub(crate) mod observe;
+pub(crate) mod openapi;
 pub(crate) mod redact;
 pub(crate) mod retry;
 pub(crate) mod routes;

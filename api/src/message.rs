@@ -306,11 +306,19 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 }
 
 /// A message as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Message)]
 pub struct PublicMessage<'a> {
+    /// Assigned by the api when the post is accepted (a UUID v4, or v5 of
+    /// the user and `Idempotency-Key`).
     pub id: Uuid,
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "alice")]
     pub user_id: &'a str,
+    /// As stored: trimmed, at most 280 characters.
+    #[schema(example = "Hello, feed!")]
     pub content: &'a str,
+    /// RFC 3339 in UTC with milliseconds, assigned at acceptance.
+    #[schema(format = DateTime, example = "2026-11-22T21:50:25.894Z")]
     pub created_at: String,
 }
 

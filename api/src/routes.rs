@@ -9,7 +9,7 @@ use actix_web::http::header;
 use actix_web::{guard, web, HttpResponse, Route};
 
 use crate::error::{json_error, json_error_builder, ErrorCode};
-use crate::{deletion, feed, follows, health, ingest, site, status};
+use crate::{deletion, feed, follows, health, ingest, openapi, site, status};
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, endpoints: Endpoints) {
         get_only(cfg, "/api/feed", web::to(feed::feed));
         get_only(cfg, "/api/health", web::to(health::health));
         get_only(cfg, "/api/ready", web::to(health::ready));
+        get_only(cfg, "/api/openapi.json", web::to(openapi::document));
     }
     if endpoints.metrics {
         get_only(cfg, "/metrics", web::to(health::metrics));

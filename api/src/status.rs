@@ -55,6 +55,14 @@ struct Parts<'a> {
 }
 
 /// `GET /api/status`.
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    tag = "operations",
+    responses((status = 200, description = "The pipeline's live state, also while a \
+        dependency is down (it says which); on METRICS_ADDR instead with STATUS_ON_METRICS_ADDR",
+        body = crate::openapi::Status))
+)]
 pub async fn status(
     cache: web::Data<StatusCache>,
     instance: web::Data<Instance>,

@@ -142,6 +142,42 @@ impl ResponseError for ReadError {
 /// is answered `200` with `event: unavailable`, not `503`: a browser's
 /// `EventSource` gives up for good on any status but `200`, and reconnects
 /// by itself after a stream that ends.
+#[utoipa::path(
+    get,
+    path = "/api/feed",
+    tag = "feed",
+    params(
+        ("history" = Option<u32>, Query, minimum = 0, maximum = 1000,
+            description = "Past messages sent first on a fresh stream (default \
+                FEED_HISTORY_DEFAULT, 100; at most FEED_HISTORY_MAX, 1000)"),
+        ("user_id" = Option<String>, Query, pattern = "^[A-Za-z0-9_.-]{1,64}$",
+            description = "Only this user's messages"),
+        ("home" = Option<String>, Query, pattern = "^[A-Za-z0-9_.-]{1,64}$",
+            description = "This reader's home timeline (not with `user_id`)"),
+        ("last_event_id" = Option<String>, Query, pattern = "^(0|[1-9][0-9]{0,18})$",
+            description = "Resume after this cursor (when the header is absent)"),
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "Resume after this cursor; one that is not a cursor starts \
+                afresh with `event: reset`"),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+            description = "Server-Sent Events (docs/API.md, §3), each with `id:` (its \
+                cursor) and JSON `data:`: `message` events (a message object) for the \
+                history, the catch-up and live messages; `delete` (`{cursor, id}` of a \
+                deleted message); `reset` (the cursor was not usable: the stream starts \
+                afresh), `lagged` (the client read too slowly: reconnect with \
+                `Last-Event-ID`) and `unavailable` (the database is down, the instance \
+                is shutting down or over its caps: retry after `retry:`), each with a \
+                `reason`; comment heartbeats every 15 s. A `HEAD` answers these headers \
+                and ends."),
+        (status = 400, response = crate::openapi::BadQuery),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`forbidden_user`: another user's home timeline \
+            (AUTH_FEED=required)", body = crate::error::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn feed(
     req: HttpRequest,
     feed: web::Data<Feed>,

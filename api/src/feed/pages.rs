@@ -17,10 +17,13 @@ use crate::store::{Lookup, Scope, Store};
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
-#[derive(Serialize)]
-struct PageItem<'a> {
+/// A message of a page, with its place in the feed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PageItem<'a> {
     #[serde(flatten)]
     message: PublicMessage<'a>,
+    /// The message's cursor: pass it back as `before` or `Last-Event-ID`.
+    #[schema(pattern = "^(0|[1-9][0-9]{0,18})$", example = "41")]
     cursor: String,
 }
 
@@ -37,13 +40,41 @@ impl<'a> PageItem<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct Page<'a> {
+/// A page of messages, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Page<'a> {
     messages: Vec<PageItem<'a>>,
+    /// The oldest item's cursor when the page is full (pass it as `before`
+    /// for the next page), `null` otherwise.
+    #[schema(required = true, pattern = "^(0|[1-9][0-9]{0,18})$")]
     next_before: Option<String>,
 }
 
 /// `GET /api/messages`.
+#[utoipa::path(
+    get,
+    path = "/api/messages",
+    tag = "messages",
+    params(
+        ("before" = Option<String>, Query, pattern = "^(0|[1-9][0-9]{0,18})$",
+            description = "A cursor: only messages before it (`0` gives an empty page)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500,
+            description = "Messages per page (default 50)"),
+        ("user_id" = Option<String>, Query, pattern = "^[A-Za-z0-9_.-]{1,64}$",
+            description = "Only this user's messages"),
+        ("home" = Option<String>, Query, pattern = "^[A-Za-z0-9_.-]{1,64}$",
+            description = "This reader's home timeline (not with `user_id`)"),
+    ),
+    responses(
+        (status = 200, description = "A page, newest first", body = Page),
+        (status = 400, response = crate::openapi::BadQuery),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`forbidden_user`: another user's home timeline \
+            (AUTH_FEED=required)", body = crate::error::ErrorBody),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn list_messages(
     req: HttpRequest,
     store: web::Data<Store>,
@@ -92,6 +123,21 @@ pub async fn list_messages(
 
 /// `GET /api/messages/{id}`: the message as a page item; `404` when no
 /// stored message has the id, `410` once it is deleted.
+#[utoipa::path(
+    get,
+    path = "/api/messages/{id}",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message's id (a UUID)")),
+    responses(
+        (status = 200, description = "The message, with its cursor", body = PageItem),
+        (status = 400, response = crate::openapi::BadPath),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, description = "`message_not_found`", body = crate::error::ErrorBody),
+        (status = 410, description = "`message_deleted`", body = crate::error::ErrorBody),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn get_message(
     req: HttpRequest,
     id: web::Path<String>,

@@ -10,6 +10,7 @@
 mod auth;
 mod bot;
 mod broker;
+mod contract;
 mod deletion;
 mod faults;
 mod feed;
