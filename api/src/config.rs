@@ -68,6 +68,9 @@ pub struct Settings {
     pub status_on_metrics_addr: bool,
     /// `text` or `json` lines (`LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Where traces go (`OTEL_EXPORTER_OTLP_ENDPOINT`, the OTLP/HTTP base
+    /// URL); unset, there are none.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written.
@@ -298,6 +301,16 @@ impl Settings {
             },
             status_on_metrics_addr: env.parse_bool("STATUS_ON_METRICS_ADDR", false)?,
             log_format: LogFormat::from_env(vars)?,
+            otlp_endpoint: match env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                None => None,
+                Some(url) if is_http_url(url) => Some(url.to_owned()),
+                Some(_) => {
+                    return Err(env.invalid(
+                        "OTEL_EXPORTER_OTLP_ENDPOINT",
+                        "must be an http:// or https:// URL (the collector's OTLP/HTTP base, e.g. http://127.0.0.1:4318)",
+                    ))
+                }
+            },
         };
         // The server waits SHUTDOWN_TIMEOUT_SECS for the draining streams:
         // the default drain fits in it, a chosen one must.
@@ -562,6 +575,14 @@ impl LogFormat {
     }
 }
 
+/// An absolute `http://` or `https://` URL with a host.
+fn is_http_url(url: &str) -> bool {
+    ["http://", "https://"].iter().any(|scheme| {
+        url.strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/') && !rest.contains(' '))
+    })
+}
+
 /// A view over the variables with typed, named parsing.
 struct Env<'a>(&'a HashMap<String, String>);
 
@@ -794,6 +815,7 @@ mod tests {
         ("SHUTDOWN_TIMEOUT_SECS", "0"),
         ("LOG_FORMAT", "xml"),
         ("METRICS_ADDR", "9100"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
         ("STATUS_ON_METRICS_ADDR", "maybe"),
         ("DATABASE_URL", "postgresql://a:b:c:d"),
         ("DB_PORT", "x"),

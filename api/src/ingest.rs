@@ -272,8 +272,19 @@ async fn queue_post(
         .await
         .map_err(|_| PostError::BodyTimeout(ingest.body_timeout))??;
     let message = parse(&bytes, poster.as_ref(), key)?;
+    let span = metrics.traces.ingest(
+        req.headers()
+            .get(crate::traces::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let started = std::time::Instant::now();
-    let queued = queue(&ingest.producer, &ingest.topic, &message).await;
+    let queued = queue(
+        &ingest.producer,
+        &ingest.topic,
+        &message,
+        span.traceparent().as_deref(),
+    )
+    .await;
     match &queued {
         Ok(()) => metrics
             .ingest
@@ -373,13 +384,24 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, PostError> {
         .ok_or(PostError::InvalidIdempotencyKey)
 }
 
-async fn queue(producer: &Producer, topic: &str, message: &Message) -> Result<(), PostError> {
+/// Produces the message, with the `traceparent` of its POST's span when
+/// traces are on, and waits for the broker's acknowledgement.
+async fn queue(
+    producer: &Producer,
+    topic: &str,
+    message: &Message,
+    traceparent: Option<&str>,
+) -> Result<(), PostError> {
+    let headers: &[(&str, &str)] = match traceparent {
+        Some(tp) => &[(crate::traces::TRACEPARENT, tp)],
+        None => &[],
+    };
     producer
         .send(
             topic,
             message.user_id.as_str().as_bytes(),
             &message::encode(message),
-            &[],
+            headers,
         )
         .await
         .map(|_| ())

@@ -14,6 +14,8 @@
 //!   timelines' authors current on each instance.
 //! - `site`: the live page (`GET /`) and the status page (`GET /status`,
 //!   fed by `status`).
+//! - `traces`: OpenTelemetry spans of a message's way (ingest, persist,
+//!   release), exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - `openapi`: the OpenAPI 3.1 description at `GET /api/openapi.json`,
 //!   derived from the handlers.
 //! - `routes` and [`startup`]: which listener serves what, and the wiring.
@@ -50,4 +52,5 @@ pub mod startup;
 pub(crate) mod status;
 pub mod store;
 pub mod telemetry;
+pub(crate) mod traces;
 pub(crate) mod worker;

@@ -119,6 +119,7 @@ pub fn cors(origins: &[String]) -> Cors {
             header::HeaderName::from_static("last-event-id"),
             header::HeaderName::from_static("idempotency-key"),
             header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("traceparent"),
         ])
         .expose_headers([
             header::RETRY_AFTER,

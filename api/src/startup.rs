@@ -62,6 +62,8 @@ pub struct Application {
     /// `/metrics` on a listener of its own (`METRICS_ADDR`), if configured.
     metrics_server: Option<(u16, Server)>,
     producer: Producer,
+    /// Its traces are exported one last time at the end of a shutdown.
+    metrics: Arc<Metrics>,
     /// Cancelled to ask for a shutdown (tests; the signal does the same).
     stop: CancellationToken,
     /// Feed streams drain when it fires, the first step of a shutdown.
@@ -218,6 +220,7 @@ impl Application {
             server,
             metrics_server,
             producer: pipeline.producer,
+            metrics: pipeline.metrics,
             stop: CancellationToken::new(),
             drain,
             shutdown,
@@ -247,6 +250,7 @@ impl Application {
             server,
             metrics_server,
             producer,
+            metrics,
             stop,
             drain,
             shutdown,
@@ -313,6 +317,13 @@ impl Application {
         if let Err(e) = producer.flush(left).await {
             tracing::warn!(error = %Chain(&e), "producer flush incomplete");
         }
+        if metrics.traces.is_on() {
+            // The exporter's last request blocks: off the runtime.
+            let flushed = tokio::task::spawn_blocking(move || metrics.traces.shutdown());
+            if tokio::time::timeout_at(deadline, flushed).await.is_err() {
+                tracing::warn!("the last traces were not exported in time");
+            }
+        }
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "shutdown complete"
@@ -344,7 +355,7 @@ async fn start_pipeline(
     })
     .await?;
     let producer = Producer::new(&settings.kafka).context("could not create the Kafka producer")?;
-    let metrics = metrics(settings);
+    let metrics = metrics(settings)?;
     let position = wait_for("broadcaster position", shutdown, || {
         broadcast::position(&settings.kafka, &store)
     })
@@ -406,9 +417,16 @@ async fn start_pipeline(
     })
 }
 
-/// The application's metrics, with what is known at start-up set.
-fn metrics(settings: &Settings) -> Arc<Metrics> {
-    let metrics = Arc::new(Metrics::new());
+/// The application's metrics, with what is known at start-up set, and its
+/// traces (on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+fn metrics(settings: &Settings) -> anyhow::Result<Arc<Metrics>> {
+    let mut metrics = Metrics::new();
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        metrics.traces = crate::traces::Traces::export_to(endpoint)
+            .context("could not set up the OTLP exporter (OTEL_EXPORTER_OTLP_ENDPOINT)")?;
+        tracing::info!(endpoint = %crate::redact::url(endpoint), "traces exported over OTLP/HTTP");
+    }
+    let metrics = Arc::new(metrics);
     metrics
         .sse
         .max_clients
@@ -418,7 +436,7 @@ fn metrics(settings: &Settings) -> Arc<Metrics> {
         &crate::ingest::REJECTION_CODES.map(crate::error::ErrorCode::as_str),
         &crate::feed::reset_reasons(),
     );
-    metrics
+    Ok(metrics)
 }
 
 /// The rates, caps and queues the settings ask for.

@@ -331,6 +331,7 @@ impl Broadcaster {
 
     fn release(&self, s: &Sequenced) {
         self.released.store(s.seq, Ordering::Release);
+        self.metrics.traces.released(s.seq);
         // An erased message only takes its number: nothing to deliver.
         let (Some(event), Some(accepted)) = (FeedEvent::new(s), s.accepted_at()) else {
             return;
@@ -544,7 +545,13 @@ async fn run(mut roads: Roads, mut releaser: Releaser, shutdown: CancellationTok
             received = roads.consumer.recv() => match received {
                 Ok(record) => {
                     match message::decode_sequenced(record.payload()) {
-                        Ok(s) => releaser.offer(s),
+                        Ok(s) => {
+                            let traces = &releaser.broadcaster.metrics.traces;
+                            if traces.is_on() {
+                                traces.arrived(s.seq, crate::traces::of_record(&record));
+                            }
+                            releaser.offer(s);
+                        }
                         Err(e) => tracing::error!(
                             partition = record.partition(),
                             offset = record.offset(),

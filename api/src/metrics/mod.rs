@@ -483,6 +483,9 @@ pub struct Metrics {
     pool: Family<StateLabel, Gauge>,
     /// Posts and deliveries of the last minute, for the status page.
     pub last_minute: LastMinute,
+    /// The spans of each message's way, when traces are on: the one other
+    /// signal every stage reports next to its metrics.
+    pub traces: crate::traces::Traces,
 }
 
 impl Default for Metrics {
@@ -539,6 +542,7 @@ impl Metrics {
             refused,
             pool,
             last_minute: LastMinute::default(),
+            traces: crate::traces::Traces::off(),
         }
     }
 

@@ -39,7 +39,7 @@ use crate::config::{KafkaSettings, WorkerSettings};
 use crate::dead_letter::{self, Cause};
 use crate::error::Chain;
 use crate::kafka::Producer;
-use crate::message::{self, Command, Sequenced};
+use crate::message::{self, Command, Event, Sequenced};
 use crate::metrics::{CauseLabel, Metrics, RetryCause};
 use crate::retry::{self, Backoff};
 use crate::store::{Failure, Store, StoreError};
@@ -393,10 +393,12 @@ impl Worker {
         }
 
         let started = std::time::Instant::now();
+        let started_at = std::time::SystemTime::now();
         let Some(persisted) = self.persist_isolating(&records, &messages, shutdown).await else {
             return false;
         };
         let persist_ms = started.elapsed().as_millis() as u64;
+        let traceparents = self.trace(&records, &messages, &persisted, started_at);
         // Committed: this instance's clients may have them now. The copies
         // republished below serve the other instances (and this one, should
         // the hand-over be refused).
@@ -406,13 +408,17 @@ impl Worker {
         // found their row already there: the first publication may never
         // have happened (crash between commit and publish).
         let topic = &self.kafka.topic_processed;
-        let sends = persisted.iter().map(|s| {
+        let sends = persisted.iter().zip(&traceparents).map(|(s, tp)| {
             let payload = message::encode_sequenced(s);
+            let headers: Vec<(&str, &str)> = tp
+                .iter()
+                .map(|tp| (crate::traces::TRACEPARENT, tp.as_str()))
+                .collect();
             async move {
                 retry::until_ok("republish", shutdown, || async {
                     let sent = self
                         .producer
-                        .send(topic, s.user_id().as_str().as_bytes(), &payload, &[])
+                        .send(topic, s.user_id().as_str().as_bytes(), &payload, &headers)
                         .await;
                     if sent.is_err() {
                         self.metrics.worker.retry(RetryCause::Broker);
@@ -439,6 +445,44 @@ impl Worker {
             );
         }
         ok
+    }
+
+    /// The spans of a committed batch, when traces are on: each posted
+    /// message continues the trace its record carries. Returns, index for
+    /// index with `persisted`, the `traceparent` to republish it with.
+    fn trace(
+        &self,
+        records: &[&OwnedMessage],
+        messages: &[Command],
+        persisted: &[Sequenced],
+        started_at: std::time::SystemTime,
+    ) -> Vec<Option<String>> {
+        let traces = &self.metrics.traces;
+        if !traces.is_on() {
+            return vec![None; persisted.len()];
+        }
+        let carried: std::collections::HashMap<uuid::Uuid, &str> = records
+            .iter()
+            .zip(messages)
+            .filter_map(|(record, command)| match command {
+                Command::Post(m) => Some((m.id, crate::traces::of_record(*record)?)),
+                Command::Delete(_) => None,
+            })
+            .collect();
+        let posts: Vec<(usize, (Option<&str>, i64))> = persisted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.event {
+                Event::Message(m) => Some((i, (carried.get(&m.id).copied(), s.seq))),
+                Event::Deleted { .. } | Event::Erased { .. } => None,
+            })
+            .collect();
+        let spans: Vec<(Option<&str>, i64)> = posts.iter().map(|(_, p)| *p).collect();
+        let mut out = vec![None; persisted.len()];
+        for ((i, _), tp) in posts.iter().zip(traces.persisted(started_at, &spans)) {
+            out[*i] = tp;
+        }
+        out
     }
 
     /// Persists `messages` (decoded from `records`, index for index) in order.

@@ -28,4 +28,5 @@ mod process;
 mod settings;
 mod site;
 mod storm;
+mod traces;
 mod worker;
