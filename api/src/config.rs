@@ -748,6 +748,60 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_durations_are_read_in_their_units() {
+        let s = Settings::from_vars(&vars(&[])).expect("defaults are valid");
+        assert_eq!(s.send_buffer_bytes, 128 * 1024);
+        assert_eq!(s.kafka.retention, None);
+        assert_eq!(s.otlp_endpoint, None);
+        let s = Settings::from_vars(&vars(&[
+            ("KAFKA_RETENTION_HOURS", "3"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.kafka.retention, Some(Duration::from_secs(3 * 3600)));
+        assert_eq!(s.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    }
+
+    #[test]
+    fn the_drain_must_end_before_the_server_stops_waiting() {
+        let drain = |secs: &str| {
+            Settings::from_vars(&vars(&[
+                ("FEED_DRAIN_SECS", secs),
+                ("SHUTDOWN_TIMEOUT_SECS", "5"),
+            ]))
+        };
+        assert_eq!(drain("5").expect_err("as long").var, "FEED_DRAIN_SECS");
+        assert_eq!(
+            drain("4").expect("shorter").feed.drain,
+            Duration::from_secs(4)
+        );
+    }
+
+    #[test]
+    fn auth_feed_takes_only_its_two_words_even_with_a_key() {
+        let secret = "s".repeat(32);
+        let with = |feed: &str| {
+            Settings::from_vars(&vars(&[
+                ("AUTH_JWT_SECRET", secret.as_str()),
+                ("AUTH_FEED", feed),
+            ]))
+        };
+        assert_eq!(
+            with("sometimes").expect_err("not a word of it").var,
+            "AUTH_FEED"
+        );
+        assert!(with("required").expect("valid").auth.feed_required);
+        assert!(!with("public").expect("valid").auth.feed_required);
+        assert_eq!(
+            with("public").expect("valid").auth.key_variable(),
+            "AUTH_JWT_SECRET"
+        );
+        let public = Settings::from_vars(&vars(&[("AUTH_JWT_PUBLIC_KEY", "a PEM, parsed later")]))
+            .expect("valid");
+        assert_eq!(public.auth.key_variable(), "AUTH_JWT_PUBLIC_KEY");
+    }
+
+    #[test]
     fn kafka_host_and_port_build_the_broker_list() {
         let s = Settings::from_vars(&vars(&[("KAFKA_HOST", "kafka"), ("KAFKA_PORT", "29092")]))
             .expect("valid");

@@ -724,3 +724,39 @@ mod tests {
         assert_eq!(format_time(t), "2026-11-22T12:00:00.123Z");
     }
 }
+
+#[cfg(test)]
+mod identity {
+    use super::*;
+
+    #[test]
+    fn every_event_names_its_message_and_author() {
+        let m = Message::new("alice", "hi").expect("valid");
+        let id = m.id;
+        let user = m.user_id.clone();
+        let events = [
+            Sequenced::message(1, m),
+            Sequenced {
+                seq: 2,
+                event: Event::Deleted {
+                    message_id: id,
+                    user_id: user.clone(),
+                    of: 1,
+                    deleted_at: now_millis(),
+                },
+            },
+            Sequenced {
+                seq: 3,
+                event: Event::Erased {
+                    id,
+                    user_id: user.clone(),
+                },
+            },
+        ];
+        for e in &events {
+            assert_eq!(e.message_id(), id, "{e:?}");
+            assert_eq!(e.user_id(), &user, "{e:?}");
+        }
+        assert!(events[0].accepted_at().is_some() && events[2].accepted_at().is_none());
+    }
+}

@@ -125,6 +125,19 @@ mod tests {
     }
 
     #[test]
+    fn a_fill_takes_only_rows_between_the_released_and_its_bound() {
+        let mut q = Sequencer::new(5);
+        q.offer(s(8));
+        assert_eq!(q.pending_len(), 1);
+        // A row already released (5) and one past the bound (9) are not taken.
+        let (released, dropped) = q.fill(vec![s(5), s(6), s(7), s(9)], 7);
+        assert_eq!(seqs(released), vec![6, 7, 8]);
+        assert!(dropped.is_empty());
+        assert_eq!(q.pending_len(), 0);
+        assert!(!q.is_known(9), "past the fill's bound: still to come");
+    }
+
+    #[test]
     fn a_gap_is_closed_by_a_fill() {
         let mut q = Sequencer::new(10);
         assert!(q.offer(s(9)).is_empty(), "already released before start");

@@ -205,3 +205,73 @@ mod properties {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_query_string_of_the_longest_length_is_read_and_one_byte_more_is_refused() {
+        let longest = format!("x={}", "a".repeat(QUERY_MAX_BYTES - 2));
+        let req = TestRequest::with_uri(&format!("/api/messages?{longest}")).to_http_request();
+        assert_eq!(
+            query_map(&req).expect("2048 bytes are read")["x"].len(),
+            2046
+        );
+        let req = TestRequest::with_uri(&format!("/api/messages?{longest}a")).to_http_request();
+        assert_eq!(
+            query_map(&req).expect_err("2049 bytes are not").field,
+            "query"
+        );
+    }
+
+    #[test]
+    fn bounded_integers_are_taken_only_within_their_bounds() {
+        let p = params(&[("limit", "0"), ("history", "7"), ("big", "501")]);
+        assert_eq!(
+            bounded(&p, "limit", 1, 500).expect_err("below").field,
+            "limit"
+        );
+        assert_eq!(bounded(&p, "big", 1, 500).expect_err("above").field, "big");
+        assert_eq!(bounded(&p, "history", 0, 1000).expect("within"), Some(7));
+        assert_eq!(bounded(&p, "absent", 0, 1000).expect("absent"), None);
+    }
+
+    #[test]
+    fn filters_and_cursors_are_read_when_given() {
+        let p = params(&[("user_id", "alice")]);
+        let user = user_filter(&p).expect("valid").expect("given");
+        assert_eq!(user.as_str(), "alice");
+        assert_eq!(
+            user_filter(&params(&[("user_id", "a b")]))
+                .expect_err("bad")
+                .field,
+            "user_id"
+        );
+        let home = home_filter(&params(&[("home", "bob")]), None).expect("valid");
+        assert_eq!(home.expect("given").as_str(), "bob");
+        assert_eq!(
+            home_filter(&params(&[("home", "bob")]), Some(&user))
+                .expect_err("both")
+                .field,
+            "home"
+        );
+        assert_eq!(cursor_param(Some("42"), "before").expect("valid"), Some(42));
+        assert_eq!(
+            cursor_param(Some("042"), "before").expect_err("bad").field,
+            "before"
+        );
+        assert_eq!(cursor_param(None, "before").expect("absent"), None);
+    }
+}

@@ -135,6 +135,23 @@ mod tests {
         assert!(admission.admit(b).is_ok(), "a place freed");
     }
 
+    #[test]
+    fn an_address_gets_its_places_back_one_by_one() {
+        let admission = Admission::new(10, 2);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let a1 = admission.admit(a).expect("first");
+        let a2 = admission.admit(a).expect("second");
+        drop(a1);
+        let a3 = admission.admit(a).expect("the address's freed place");
+        assert_eq!(admission.admit(a).err(), Some(Refusal::TooManyFromAddress));
+        drop((a2, a3));
+        assert_eq!(admission.admitted(), 0);
+        let _again = (
+            admission.admit(a).expect("1"),
+            admission.admit(a).expect("2"),
+        );
+    }
+
     #[tokio::test]
     async fn a_read_waits_its_turn_then_gives_up() {
         let queue = ReadQueue::new(1, Duration::from_millis(20));

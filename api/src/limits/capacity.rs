@@ -52,4 +52,13 @@ mod tests {
         let caps = Caps::for_descriptor_limit(1_000_000);
         assert!(caps.feed_clients < caps.connections);
     }
+
+    #[test]
+    fn the_limit_read_is_this_process_s() {
+        // Whatever the machine, a process that runs has descriptors open:
+        // its soft limit is unlimited or above the few it holds now.
+        if let Some(limit) = descriptor_limit() {
+            assert!(limit >= 3, "{limit}");
+        }
+    }
 }

@@ -975,6 +975,61 @@ mod tests {
         assert_eq!(plan.new_deletions.len(), 1);
     }
 
+    /// A deletion under another author than the post's: forged.
+    fn delete_as(of: &Command, user: &str) -> Command {
+        let Command::Delete(mut d) = delete(of) else {
+            unreachable!()
+        };
+        d.user_id = UserId::parse(user).expect("valid user");
+        Command::Delete(d)
+    }
+
+    #[test]
+    fn a_deletion_under_another_author_is_an_unknown_message() {
+        let a = post("alice");
+        let Command::Post(m) = &a else { unreachable!() };
+        // The post in this batch.
+        let forged = delete_as(&a, "mallory");
+        let none = Known {
+            messages: HashMap::new(),
+            deletions: HashMap::new(),
+        };
+        assert!(matches!(
+            plan(&[&a, &forged], &none, 0),
+            Err(StoreError::UnknownMessage(id)) if id == m.id
+        ));
+        // The post stored before.
+        let stored = Known {
+            messages: HashMap::from([(
+                m.id,
+                StoredMessage {
+                    seq: 3,
+                    user_id: m.user_id.clone(),
+                    message: Some(m.clone()),
+                },
+            )]),
+            deletions: HashMap::new(),
+        };
+        assert!(matches!(
+            plan(&[&forged], &stored, 5),
+            Err(StoreError::UnknownMessage(id)) if id == m.id
+        ));
+        // Its author may.
+        let by_author = delete(&a);
+        let plan = plan(&[&by_author], &stored, 5).expect("the author deletes");
+        assert_eq!(plan.last_seq, 6);
+        assert!(matches!(plan.events[0].event, Event::Deleted { of: 3, .. }));
+    }
+
+    #[test]
+    fn a_repeated_record_is_told_by_its_kind_and_id() {
+        let a = post("alice");
+        let Command::Post(m) = &a else { unreachable!() };
+        assert_eq!(command_key(&a), (false, m.id));
+        assert_eq!(command_key(&delete(&a)), (true, m.id));
+        assert_ne!(command_key(&a), command_key(&post("alice")));
+    }
+
     #[test]
     fn a_redelivered_post_deleted_in_the_same_batch_goes_out_erased() {
         let a = post("alice");
