@@ -763,6 +763,23 @@ mod tests {
     }
 
     #[test]
+    fn a_collector_url_is_http_or_https_with_a_host() {
+        for ok in ["http://127.0.0.1:4318", "https://collector.example/otlp"] {
+            assert!(is_http_url(ok), "{ok}");
+        }
+        for bad in [
+            "collector:4318",
+            "ftp://h",
+            "http://",
+            "https://",
+            "http:///v1",
+            "http://a b",
+        ] {
+            assert!(!is_http_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_drain_must_end_before_the_server_stops_waiting() {
         let drain = |secs: &str| {
             Settings::from_vars(&vars(&[

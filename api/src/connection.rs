@@ -304,8 +304,13 @@ mod tests {
         wrapped.flush().await.expect("flush");
         wrapped.shutdown().await.expect("shutdown");
         let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.expect("read");
+        // The shutdown reached the peer: its read ends (while the wrapper lives).
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+            .await
+            .expect("the peer sees the end of the stream")
+            .expect("read");
         assert_eq!(answer, b"HTTP/1.1 200 OK\r\na: 1\r\n\r\n");
+        drop(wrapped);
     }
 
     #[tokio::test(start_paused = true)]
