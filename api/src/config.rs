@@ -759,6 +759,15 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(s.kafka.retention, Some(Duration::from_secs(3 * 3600)));
+        let buffer = |bytes: &str| Settings::from_vars(&vars(&[("HTTP_SEND_BUFFER_BYTES", bytes)]));
+        assert_eq!(
+            buffer("67108864").expect("64 MiB").send_buffer_bytes,
+            64 << 20
+        );
+        assert_eq!(
+            buffer("67108865").expect_err("more").var,
+            "HTTP_SEND_BUFFER_BYTES"
+        );
         assert_eq!(s.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
     }
 

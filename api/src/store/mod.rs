@@ -1022,6 +1022,30 @@ mod tests {
     }
 
     #[test]
+    fn a_redelivered_deletion_goes_out_as_stored_and_is_counted() {
+        let a = post("alice");
+        let del = delete(&a);
+        let Command::Post(m) = &a else { unreachable!() };
+        let stored = Sequenced {
+            seq: 9,
+            event: Event::Deleted {
+                message_id: m.id,
+                user_id: m.user_id.clone(),
+                of: 4,
+                deleted_at: chrono::Utc::now(),
+            },
+        };
+        let known = Known {
+            messages: HashMap::new(),
+            deletions: HashMap::from([(m.id, stored.clone())]),
+        };
+        let plan = plan(&[&del], &known, 12).expect("a valid batch");
+        assert_eq!(plan.redelivered, 1);
+        assert_eq!(plan.events, [stored]);
+        assert_eq!(plan.last_seq, 12, "nothing new numbered");
+    }
+
+    #[test]
     fn a_repeated_record_is_told_by_its_kind_and_id() {
         let a = post("alice");
         let Command::Post(m) = &a else { unreachable!() };
