@@ -272,11 +272,11 @@ async fn queue_post(
         .await
         .map_err(|_| PostError::BodyTimeout(ingest.body_timeout))??;
     let message = parse(&bytes, poster.as_ref(), key)?;
-    let span = metrics.traces.ingest(
+    let span = metrics.traces.ingest(|| {
         req.headers()
             .get(crate::traces::TRACEPARENT)
-            .and_then(|v| v.to_str().ok()),
-    );
+            .and_then(|v| v.to_str().ok())
+    });
     let started = std::time::Instant::now();
     let queued = queue(
         &ingest.producer,

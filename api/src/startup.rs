@@ -319,7 +319,8 @@ impl Application {
         }
         if metrics.traces.is_on() {
             // The exporter's last request blocks: off the runtime.
-            let flushed = tokio::task::spawn_blocking(move || metrics.traces.shutdown());
+            let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let flushed = tokio::task::spawn_blocking(move || metrics.traces.shutdown(within));
             if tokio::time::timeout_at(deadline, flushed).await.is_err() {
                 tracing::warn!("the last traces were not exported in time");
             }

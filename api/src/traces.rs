@@ -116,12 +116,13 @@ impl Traces {
     }
 
     /// The span of a POST, continuing the request's `traceparent` if it has
-    /// a valid one (`traceparent` is the request header's value).
-    pub fn ingest(&self, traceparent: Option<&str>) -> Started {
+    /// a valid one (`traceparent` reads the request header's value; it is
+    /// not called when traces are off).
+    pub fn ingest<'a>(&self, traceparent: impl FnOnce() -> Option<&'a str>) -> Started {
         let Some(on) = &self.on else {
             return Started(None);
         };
-        let parent = on.extract(traceparent);
+        let parent = on.extract(traceparent());
         let span = on
             .tracer
             .span_builder("ingest")
@@ -157,7 +158,8 @@ impl Traces {
             .with_start_time(started)
             .with_links(links)
             .with_attributes([KeyValue::new("messages", messages.len() as i64)])
-            .start(&on.tracer);
+            // A root: a batch holds messages of many traces.
+            .start_with_context(&on.tracer, &Context::new());
         let batch = transaction.span_context().clone();
         let mut republish = Vec::with_capacity(messages.len());
         for (cx, (_, seq)) in parents.iter().zip(messages) {
@@ -220,10 +222,14 @@ impl Traces {
         span.end();
     }
 
-    /// Sends what is left (at shutdown); blocks up to [`EXPORT_TIMEOUT`].
-    pub fn shutdown(&self) {
+    /// Sends what is left (at shutdown); blocks up to `within` (at most
+    /// [`EXPORT_TIMEOUT`]), so the shutdown keeps its budget.
+    pub fn shutdown(&self, within: Duration) {
         if let Some(on) = &self.on {
-            if let Err(e) = on.provider.shutdown_with_timeout(EXPORT_TIMEOUT) {
+            if let Err(e) = on
+                .provider
+                .shutdown_with_timeout(within.min(EXPORT_TIMEOUT))
+            {
                 tracing::warn!(error = %e, "the last traces could not be exported");
             }
         }
@@ -301,12 +307,8 @@ mod tests {
     #[test]
     fn off_costs_nothing_and_says_nothing() {
         let traces = Traces::off();
-        assert!(traces
-            .ingest(Some(
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-            ))
-            .traceparent()
-            .is_none());
+        let started = traces.ingest(|| panic!("off, the request's header is never read"));
+        assert!(started.traceparent().is_none());
         assert_eq!(
             traces.persisted(SystemTime::now(), &[(None, 1)]),
             vec![None]
