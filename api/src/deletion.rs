@@ -123,13 +123,13 @@ pub(crate) struct Queued {
     responses(
         (status = 202, description = "The broker acknowledged the deletion (a repeat \
             answers `202` too)", body = Queued),
-        (status = 400, response = crate::openapi::BadPath),
-        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 400, response = crate::openapi::components::BadPath),
+        (status = 401, response = crate::openapi::components::Unauthorized),
         (status = 403, description = "`forbidden`: neither the author's nor a moderator's \
             token", body = crate::error::ErrorBody),
         (status = 404, description = "`message_not_found` (one still on its way through \
             the pipeline: retry)", body = crate::error::ErrorBody),
-        (status = 429, response = crate::openapi::RateLimited),
+        (status = 429, response = crate::openapi::components::RateLimited),
         (status = 503, description = "`database_unavailable` or `queue_unavailable` \
             (`Retry-After: 1`), or `not_enabled` (`Retry-After: 60`: deletions are not \
             switched on yet)", body = crate::error::ErrorBody,

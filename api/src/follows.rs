@@ -143,13 +143,13 @@ fn change(
     ),
     responses(
         (status = 204, description = "Stored (a repeat changes nothing)"),
-        (status = 400, response = crate::openapi::BadPath),
-        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 400, response = crate::openapi::components::BadPath),
+        (status = 401, response = crate::openapi::components::Unauthorized),
         (status = 403, description = "`forbidden_user`: the token's `sub` is not `user`",
             body = crate::error::ErrorBody),
         (status = 422, description = "`cannot_follow_self`, or `too_many_follows` (FOLLOW_MAX)", body = crate::error::ErrorBody),
-        (status = 429, response = crate::openapi::RateLimited),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 429, response = crate::openapi::components::RateLimited),
+        (status = 503, response = crate::openapi::components::DatabaseUnavailable),
     ),
     security((), ("bearer" = []))
 )]
@@ -190,13 +190,13 @@ pub async fn follow(
     ),
     responses(
         (status = 204, description = "Removed, or there was nothing to remove"),
-        (status = 400, response = crate::openapi::BadPath),
-        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 400, response = crate::openapi::components::BadPath),
+        (status = 401, response = crate::openapi::components::Unauthorized),
         (status = 403, description = "`forbidden_user`: the token's `sub` is not `user`",
             body = crate::error::ErrorBody),
         (status = 422, description = "`cannot_follow_self`", body = crate::error::ErrorBody),
-        (status = 429, response = crate::openapi::RateLimited),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 429, response = crate::openapi::components::RateLimited),
+        (status = 503, response = crate::openapi::components::DatabaseUnavailable),
     ),
     security((), ("bearer" = []))
 )]
@@ -246,9 +246,9 @@ async fn read_turn(
     ),
     responses(
         (status = 204, description = "`user` follows `target`"),
-        (status = 400, response = crate::openapi::BadPath),
+        (status = 400, response = crate::openapi::components::BadPath),
         (status = 404, description = "`not_following`", body = crate::error::ErrorBody),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 503, response = crate::openapi::components::DatabaseUnavailable),
     )
 )]
 pub async fn is_following(
@@ -355,7 +355,7 @@ pub(crate) struct UserSummary<'a> {
         (status = 200, description = "A page of ids in byte order", body = Following),
         (status = 400, description = "`invalid_path` (`user`) or `invalid_query` (`limit`, \
             `after`, the query string)", body = crate::error::ErrorBody),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 503, response = crate::openapi::components::DatabaseUnavailable),
     )
 )]
 pub async fn following(
@@ -384,7 +384,7 @@ pub async fn following(
         (status = 200, description = "A page of ids in byte order", body = Followers),
         (status = 400, description = "`invalid_path` (`user`) or `invalid_query` (`limit`, \
             `after`, the query string)", body = crate::error::ErrorBody),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 503, response = crate::openapi::components::DatabaseUnavailable),
     )
 )]
 pub async fn followers(
@@ -407,8 +407,8 @@ pub async fn followers(
     responses(
         (status = 200, description = "The user's counts (zeros for an unknown user)",
             body = UserSummary),
-        (status = 400, response = crate::openapi::BadPath),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 400, response = crate::openapi::components::BadPath),
+        (status = 503, response = crate::openapi::components::DatabaseUnavailable),
     )
 )]
 pub async fn user(

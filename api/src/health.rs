@@ -119,9 +119,9 @@ pub async fn check_dependencies(store: &Store, producer: &Producer) -> Dependenc
     path = "/api/ready",
     tag = "operations",
     responses(
-        (status = 200, description = "The database and the broker answer", body = crate::openapi::Readiness),
+        (status = 200, description = "The database and the broker answer", body = crate::openapi::components::Readiness),
         (status = 503, description = "One of them does not: the same body (not an error body)",
-            body = crate::openapi::Readiness,
+            body = crate::openapi::components::Readiness,
             headers(("Retry-After" = u32, description = "1"))),
     )
 )]

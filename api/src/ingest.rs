@@ -206,15 +206,15 @@ struct NewMessage {
         (status = 400, description = "`invalid_body`, `malformed_json`, `unknown_field`, \
             `missing_field`, `invalid_type`, `invalid_field` or `invalid_idempotency_key` \
             (the first check that fails; `field` names the input)", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 401, response = crate::openapi::components::Unauthorized),
         (status = 403, description = "`forbidden_user`: `user_id` is not the token's `sub`",
             body = crate::error::ErrorBody),
         (status = 408, description = "`request_timeout`: the body did not arrive within \
             HTTP_BODY_TIMEOUT_MS", body = crate::error::ErrorBody),
         (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::ErrorBody),
-        (status = 429, response = crate::openapi::RateLimited),
-        (status = 503, response = crate::openapi::QueueUnavailable),
+        (status = 429, response = crate::openapi::components::RateLimited),
+        (status = 503, response = crate::openapi::components::QueueUnavailable),
     ),
     security((), ("bearer" = []))
 )]

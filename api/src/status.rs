@@ -61,7 +61,7 @@ struct Parts<'a> {
     tag = "operations",
     responses((status = 200, description = "The pipeline's live state, also while a \
         dependency is down (it says which); on METRICS_ADDR instead with STATUS_ON_METRICS_ADDR",
-        body = crate::openapi::Status))
+        body = crate::openapi::components::Status))
 )]
 pub async fn status(
     cache: web::Data<StatusCache>,

@@ -171,8 +171,8 @@ impl ResponseError for ReadError {
                 is shutting down or over its caps: retry after `retry:`), each with a \
                 `reason`; comment heartbeats every 15 s. A `HEAD` answers these headers \
                 and ends."),
-        (status = 400, response = crate::openapi::BadQuery),
-        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 400, response = crate::openapi::components::BadQuery),
+        (status = 401, response = crate::openapi::components::Unauthorized),
         (status = 403, description = "`forbidden_user`: another user's home timeline \
             (AUTH_FEED=required)", body = crate::error::ErrorBody),
     ),

@@ -67,11 +67,11 @@ pub(crate) struct Page<'a> {
     ),
     responses(
         (status = 200, description = "A page, newest first", body = Page),
-        (status = 400, response = crate::openapi::BadQuery),
-        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 400, response = crate::openapi::components::BadQuery),
+        (status = 401, response = crate::openapi::components::Unauthorized),
         (status = 403, description = "`forbidden_user`: another user's home timeline \
             (AUTH_FEED=required)", body = crate::error::ErrorBody),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 503, response = crate::openapi::components::DatabaseUnavailable),
     ),
     security((), ("bearer" = []))
 )]
@@ -130,11 +130,11 @@ pub async fn list_messages(
     params(("id" = String, Path, description = "The message's id (a UUID)")),
     responses(
         (status = 200, description = "The message, with its cursor", body = PageItem),
-        (status = 400, response = crate::openapi::BadPath),
-        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 400, response = crate::openapi::components::BadPath),
+        (status = 401, response = crate::openapi::components::Unauthorized),
         (status = 404, description = "`message_not_found`", body = crate::error::ErrorBody),
         (status = 410, description = "`message_deleted`", body = crate::error::ErrorBody),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 503, response = crate::openapi::components::DatabaseUnavailable),
     ),
     security((), ("bearer" = []))
 )]
