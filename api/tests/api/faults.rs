@@ -567,43 +567,32 @@ async fn a_thousand_feed_connections_leave_no_connections_or_streams_behind() {
         }
     }
 
-    // Warm up first: the database pool grows to its maximum and the
-    // allocator to its high-water mark.
-    let fds_idle = a.open_fds();
-    cycles(&a.api, 3000).await;
-    let settle = |target: usize| {
-        let a = &a;
-        async move {
-            eventually_within(FAULT_DEADLINE, || async {
-                (a.open_fds() <= target).then_some(())
-            })
-            .await
-        }
-    };
-    let warm = settle(fds_idle + 16).await;
-    assert!(
-        warm.is_some(),
-        "connections of the warm-up closed: {} open, {fds_idle} idle",
-        a.open_fds()
-    );
-    // Two measured rounds. What a leaking connection would leave behind is
-    // checked exactly: its descriptor and its stream (the connected gauge,
-    // which counts the receivers that hold the places under the caps). Resident
-    // memory is printed, not asserted: it moves with the allocator, and
-    // docs/PERFORMANCE.md has the measured figures.
-    for round in 1..=2 {
+    // What a leaking connection would leave behind is checked exactly: its
+    // socket on the api's port (whatever its TCP state) and its stream (the
+    // connected gauge, which counts the receivers that hold the places under
+    // the caps). The process's whole descriptor count is printed, not
+    // asserted: it moves by whole pools as database and broker connections
+    // are closed and opened again. Resident memory is printed too: it moves
+    // with the allocator, and docs/PERFORMANCE.md has the measured figures.
+    for round in 1..=3 {
+        let sockets_before = a.client_sockets();
         let fds_before = a.open_fds();
         let rss_before = a.rss_kib();
         cycles(&a.api, 1000).await;
-        let settled = settle(fds_before).await;
-        let fds_after = a.open_fds();
+        let settled = eventually_within(FAULT_DEADLINE, || async {
+            (a.client_sockets() <= sockets_before).then_some(())
+        })
+        .await;
         println!(
-            "round {round}, 1000 feed cycles: open fds {fds_before} -> {fds_after}, resident memory {rss_before} KiB -> {} KiB",
+            "round {round}, 1000 feed cycles: sockets on the api's port {sockets_before} -> {}, open fds {fds_before} -> {}, resident memory {rss_before} KiB -> {} KiB",
+            a.client_sockets(),
+            a.open_fds(),
             a.rss_kib()
         );
         assert!(
             settled.is_some(),
-            "open descriptors went back to {fds_before}, are {fds_after}"
+            "connections on the api's port went back to {sockets_before}, are {}",
+            a.client_sockets()
         );
     }
     let no_streams = eventually_within(FAULT_DEADLINE, || async {

@@ -16,6 +16,7 @@ use crate::helpers::{Api, TestEnv};
 pub struct ApiProcess {
     pub api: Api,
     pub name: String,
+    port: u16,
     vars: HashMap<String, String>,
     child: Option<Child>,
     pub log: PathBuf,
@@ -59,6 +60,7 @@ impl ApiProcess {
         let mut p = ApiProcess {
             api: Api::new(format!("http://127.0.0.1:{port}")),
             name: name.to_owned(),
+            port,
             vars,
             child: None,
             log,
@@ -178,6 +180,57 @@ impl ApiProcess {
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .expect("proc fd")
+            .count()
+    }
+
+    /// The accepted connections this process holds open on its HTTP port:
+    /// its socket descriptors whose TCP entry has that local port and is not
+    /// the listener, and those with no entry in any of the kernel's socket
+    /// tables (a connection the peer reset is gone from them while the
+    /// process still holds its descriptor). Unlike the whole descriptor count
+    /// this does not move with the database pool or the broker's
+    /// connections, whose entries name other ports.
+    pub fn client_sockets(&self) -> usize {
+        let pid = self.pid();
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("proc fd")
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter_map(|target| {
+                let target = target.to_string_lossy().into_owned();
+                Some(
+                    target
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_owned(),
+                )
+            })
+            .collect();
+        let port = format!(":{:04X}", self.port);
+        let mut on_port = std::collections::HashSet::new();
+        let mut known = std::collections::HashSet::new();
+        for table in ["tcp", "tcp6", "udp", "udp6", "unix"] {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // unix: ..., inode (the 7th); tcp and udp: sl, local address,
+                // remote address, state, ..., inode (the 10th).
+                let inode = if table == "unix" {
+                    fields.get(6)
+                } else {
+                    fields.get(9)
+                };
+                let Some(inode) = inode else { continue };
+                known.insert((*inode).to_owned());
+                if table.starts_with("tcp") && fields[1].ends_with(&port) && fields[3] != "0A" {
+                    on_port.insert((*inode).to_owned());
+                }
+            }
+        }
+        inodes
+            .iter()
+            .filter(|inode| on_port.contains(*inode) || !known.contains(*inode))
             .count()
     }
 }
