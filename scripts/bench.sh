@@ -19,13 +19,15 @@
 #      without FEED_DRAIN_SECS
 #   9. the allocator (system, system with trimming, mimalloc, jemalloc): memory per idle
 #      stream, memory given back after the clients leave, fan-out CPU
+#  10. 40,000 clients over as many instances and load generators as the descriptor
+#      limit takes (three at 20,000 per process): delivery, latency, memory, CPU each
 #
 #   bash start.sh && bash scripts/bench.sh      (uses the running native stack, or starts it)
 #
 # Everything runs on 127.0.0.1. Results also go to .data/bench/*.json.
 # BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run;
 # BENCH_ONLY=fanout runs only section 4, BENCH_ONLY=home only section 7, BENCH_ONLY=home-idle
-# only its memory part 7a, BENCH_ONLY=drain only section 8, BENCH_ONLY=allocators only section 9
+# only its memory part 7a, BENCH_ONLY=drain only section 8, BENCH_ONLY=allocators only section 9, BENCH_ONLY=many only section 10
 # (BENCH_ALLOCATORS picks which: system trim mimalloc jemalloc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -451,8 +453,84 @@ PY
   done
 }
 
+# Section 10: more clients than one process may hold (the descriptor limit,
+# 20,000 here), over as many instances and as many load-generator processes
+# as that takes. Every instance runs a worker; generator g posts through
+# instance g and spreads its clients over all instances; each checks that
+# every client got each of its own posts once (the others' are ignored by
+# their markers), so every instance's streams are checked.
+many_section() {
+  local total=${BENCH_MANY_CLIENTS:-40000} per=${BENCH_MANY_PER_PROCESS:-13334} rate=${BENCH_MANY_RATE:-2}
+  local n=$(( (total + per - 1) / per )) base=${BENCH_MANY_PORT:-8101} i
+  echo
+  echo "== 10. $total clients over $n instances and $n load generators, $rate msg/s in all for ${FANOUT_SECS} s"
+  local urls=("$API") pids=("$API_PID")
+  for ((i = 1; i < n; i++)); do
+    HOST=127.0.0.1 PORT=$((base + i)) DATABASE_URL="$(pg_app_url "$PWD/.data" "${FEED_PG_PORT:-55432}" feed)" \
+      KAFKA_BROKERS="127.0.0.1:${FEED_KAFKA_PORT:-9092}" RUST_LOG=warn \
+      nohup target/release/feed-api >"$OUT/many-api-$i.log" 2>&1 &
+    pids+=("$!"); urls+=("http://127.0.0.1:$((base + i))")
+  done
+  trap 'for p in "${pids[@]:1}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
+  for u in "${urls[@]}"; do
+    for _ in $(seq 1 120); do curl -sf "$u/api/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+  done
+  local feeds=()
+  for u in "${urls[@]}"; do feeds+=(--feed-url "$u"); done
+  # The new workers join the group: let the rebalance settle before measuring.
+  $BOT load --url "$API" --rate 20 --connections 2 --duration 10 --clients "$n" "${feeds[@]}" --drain 20 >/dev/null 2>&1 || true
+  local before=() t0=() loaders=() g clients left=$total
+  for ((i = 0; i < n; i++)); do before+=("$(rss_kib "${pids[$i]}")"); t0+=("$(ticks "${pids[$i]}")"); done
+  for ((g = 0; g < n; g++)); do
+    clients=$(( left < per ? left : per )); left=$(( left - clients ))
+    $BOT load --url "${urls[$g]}" --rate "$(python3 -c "print($rate / $n)")" --connections 2 --duration "$FANOUT_SECS" \
+      --clients "$clients" "${feeds[@]}" --drain 30 --json "$OUT/many-$g.json" >/dev/null 2>"$OUT/many-$g.log" &
+    loaders+=("$!")
+  done
+  local peaks=() fds=() r f busy=1
+  for ((i = 0; i < n; i++)); do peaks+=(0); fds+=(0); done
+  while [ "$busy" = 1 ]; do
+    busy=0
+    for l in "${loaders[@]}"; do kill -0 "$l" 2>/dev/null && busy=1; done
+    for ((i = 0; i < n; i++)); do
+      r=$(rss_kib "${pids[$i]}"); [ "$r" -gt "${peaks[$i]}" ] && peaks[i]=$r
+      f=$(ls "/proc/${pids[$i]}/fd" | wc -l); [ "$f" -gt "${fds[$i]}" ] && fds[i]=$f
+    done
+    sleep 1
+  done
+  for l in "${loaders[@]}"; do wait "$l" || true; done
+  local cpu=()
+  for ((i = 0; i < n; i++)); do cpu+=("$(( $(ticks "${pids[$i]}") - ${t0[$i]} ))"); done
+  python3 - "$OUT" "$n" "$(getconf CLK_TCK)" "${before[*]}" "${peaks[*]}" "${fds[*]}" "${cpu[*]}" <<'PY'
+import json, sys
+out, n, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+before, peaks, fds, cpu = ([int(x) for x in a.split()] for a in sys.argv[4:8])
+runs = [json.load(open(f"{out}/many-{g}.json")) for g in range(n)]
+connected = sum(r["delivery"]["clients_connected"] for r in runs)
+received = sum(r["delivery"]["events_received"] for r in runs)
+for g, r in enumerate(runs):
+    dl = r["delivery"]
+    print(f"  generator {g}: {dl['clients_connected']} connected, its posts: end-to-end p50 {dl['end_to_end']['p50_ms']:.1f} ms p99 {dl['end_to_end']['p99_ms']:.1f} ms max {dl['end_to_end']['max_ms']:.1f} ms, "
+          f"received {dl['events_received']} (missed {dl['missed_total']}, twice {dl['duplicates_total']}, lagged clients {dl['clients_lagged']})")
+total_cpu = 0
+for i in range(n):
+    c = cpu[i] / tck; total_cpu += c
+    print(f"  instance {i}: resident memory {before[i] // 1024} -> {peaks[i] // 1024} MiB, at most {fds[i]} descriptors, CPU {c:.1f} s")
+summary = {"instances": n, "clients_connected": connected, "events_received_own": received,
+           "missed": sum(r["delivery"]["missed_total"] for r in runs), "twice": sum(r["delivery"]["duplicates_total"] for r in runs),
+           "p50_ms": [r["delivery"]["end_to_end"]["p50_ms"] for r in runs], "p99_ms": [r["delivery"]["end_to_end"]["p99_ms"] for r in runs],
+           "rss_kib_before": before, "rss_kib_peak": peaks, "fds_peak": fds, "api_cpu_s": [x / tck for x in cpu]}
+json.dump(summary, open(f"{out}/many.json", "w"), indent=2)
+print(f"  in all: {connected} clients connected, api CPU {total_cpu:.1f} s over {n} instances")
+PY
+  for p in "${pids[@]:1}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]:1}"; do wait "$p" 2>/dev/null || true; done
+  trap - EXIT
+}
+
 if [ "$ONLY" = home ]; then home_section; log "Done (BENCH_ONLY=home). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = allocators ]; then alloc_section; log "Done (BENCH_ONLY=allocators). JSON reports in $OUT/"; exit 0; fi
+if [ "$ONLY" = many ]; then many_section; log "Done (BENCH_ONLY=many). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = drain ]; then drain_section; log "Done (BENCH_ONLY=drain). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = home-idle ]; then
   home_graph "${BENCH_HOME_READERS:-1000}"
@@ -511,6 +589,7 @@ for line in sys.stdin:
 home_section
 drain_section
 alloc_section
+many_section
 
 echo
 log "Done. JSON reports in $OUT/"

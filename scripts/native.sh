@@ -5,7 +5,11 @@
 # Sourced by start.sh, scripts/test.sh and scripts/bench.sh; never touches
 # the system's own PostgreSQL cluster.
 
-TANSU_VERSION_FEATURES=(--locked tansu --features libsql,dynostore)
+# Tansu 0.6.0, the version whose behaviour docs/ describe, with only the
+# storage engine native mode uses: `libsql` is its `sqlite://` engine. Its
+# `dynostore` feature (memory:// and s3://) adds no crate to the build and is
+# not used (docs/PERFORMANCE.md, "First start").
+TANSU_VERSION_FEATURES=(--locked tansu --version 0.6.0 --features libsql)
 
 # Everything these scripts create (logs, pid files, passwords, Tansu's
 # SQLite file) is for this user only.
@@ -36,7 +40,7 @@ ensure_tansu_installed() {
   if command -v tansu >/dev/null; then return; fi
   command -v cargo >/dev/null || die "cargo is needed to install Tansu"
   log "Installing the Tansu broker: cargo install ${TANSU_VERSION_FEATURES[*]}"
-  log "(one time; about 8 to 20 minutes on 2 cores; progress below)"
+  log "(one time; about 10 to 20 minutes on 2 cores; progress below)"
   cargo install "${TANSU_VERSION_FEATURES[@]}" 2>&1 | grep --line-buffered -E '^ *(Compiling|Installing|Installed|error)' \
     | awk '{ n++; if (n % 25 == 0 || /Install|error/) { print "    " $0; fflush() } }'
   command -v tansu >/dev/null || die "Tansu install failed; run: cargo install ${TANSU_VERSION_FEATURES[*]}"
