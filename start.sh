@@ -83,22 +83,20 @@ native_up() {
   mkdir -p "$DATA"
   touch "$DATA/native"
   ensure_postgres_installed
-  # The release build runs beside Tansu's one-time install: both
-  # are compiles with long stretches where one crate, a C library or the
-  # linker keeps a single core busy, which the other fills
-  # (docs/PERFORMANCE.md, "First start").
-  log "Building the api and the bot (release; log: .data/build.log)..."
-  cargo build --release -p feed-api --bin feed-api -p feed-bot --bin feed-bot >"$DATA/build.log" 2>&1 &
-  local build=$! status=0
-  trap "kill $build 2>/dev/null || true" EXIT
   ensure_tansu_installed
-  wait "$build" || status=$?
-  trap - EXIT
-  grep -E '^ *(Finished|error)' "$DATA/build.log" | sed 's/^/    /' || true
-  [ "$status" -eq 0 ] || die "the build failed; see .data/build.log"
   pg_start "$DATA" "$PG_PORT"
   pg_app_db "$DATA" "$PG_PORT" feed
   tansu_start "$DATA" "$KAFKA_PORT"
+
+  # Only what runs here: scripts/bench.sh builds the benchmark's binaries.
+  log "Building the api and the bot (release)..."
+  local status
+  set +o pipefail
+  cargo build --release -p feed-api --bin feed-api -p feed-bot --bin feed-bot 2>&1 | tee "$DATA/build.log" \
+    | grep --line-buffered -E '^ *(Compiling (feed|rdkafka-sys)|Finished|error)' | sed 's/^/    /'
+  status=${PIPESTATUS[0]}
+  set -o pipefail
+  [ "$status" -eq 0 ] || die "the build failed; see .data/build.log"
 
   local started_api=0
   if running api; then

@@ -21,13 +21,16 @@
 #      stream, memory given back after the clients leave, fan-out CPU
 #  10. 40,000 clients over as many instances and load generators as the descriptor
 #      limit takes (three at 20,000 per process): delivery, latency, memory, CPU each
+#  11. the native broker: its CPU while nothing is posted; 32 concurrent POSTs against
+#      raw produce at 32 records in flight
 #
 #   bash start.sh && bash scripts/bench.sh      (uses the running native stack, or starts it)
 #
 # Everything runs on 127.0.0.1. Results also go to .data/bench/*.json.
 # BENCH_SECS (30) sets the length of each run; BENCH_QUICK=1 shortens everything for a smoke run;
 # BENCH_ONLY=fanout runs only section 4, BENCH_ONLY=home only section 7, BENCH_ONLY=home-idle
-# only its memory part 7a, BENCH_ONLY=drain only section 8, BENCH_ONLY=allocators only section 9, BENCH_ONLY=many only section 10
+# only its memory part 7a, BENCH_ONLY=drain only section 8, BENCH_ONLY=allocators only section 9, BENCH_ONLY=many only section 10,
+# BENCH_ONLY=broker only section 11
 # (BENCH_ALLOCATORS picks which: system trim mimalloc jemalloc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -528,8 +531,34 @@ PY
   trap - EXIT
 }
 
+# Section 11: the native broker while nothing is posted (its CPU comes from
+# the consumers' fetches, each held for its full wait by Tansu), then 32
+# concurrent POSTs against raw produce at 32 records in flight.
+broker_section() {
+  local secs=${BENCH_IDLE_SECS:-30} tansu t0 a0 tck
+  echo
+  echo "== 11. the native broker: CPU while nothing is posted for ${secs} s; 32 concurrent POSTs against raw produce at 32 in flight"
+  stop_pidfile .data/bot.pid bot feed-bot # the bot posts: it stays stopped (bash start.sh starts it again)
+  tansu=$(cat .data/tansu.pid); tck=$(getconf CLK_TCK)
+  sleep 5
+  t0=$(ticks "$tansu"); a0=$(api_ticks)
+  sleep "$secs"
+  python3 -c "print(f'  idle: Tansu {100 * ($(ticks "$tansu") - $t0) / ($secs * $tck):.1f}% of a core, api {100 * ($(api_ticks) - $a0) / ($secs * $tck):.1f}%')" | tee "$OUT/broker-idle.txt"
+  KAFKA_BROKERS=127.0.0.1:${FEED_KAFKA_PORT:-9092} target/release/broker-ceiling --messages 20000 --in-flight 32 \
+    | grep '^{' >"$OUT/produce-32.json"
+  $BOT load --url "$API" --rate 0 --connections 32 --duration 20 --clients 1 --drain 30 --json "$OUT/posts-32.json" >/dev/null 2>"$OUT/posts-32.log" || true
+  python3 - "$OUT/produce-32.json" "$OUT/posts-32.json" <<'PY'
+import json, sys
+raw = json.load(open(sys.argv[1])); posts = json.load(open(sys.argv[2]))
+ratio = posts["throughput_per_s"] / raw["produce_per_s"]
+print(f"  raw produce, 32 in flight: {raw['produce_per_s']:.0f} records/s; 32 concurrent POSTs: {posts['throughput_per_s']:.0f}/s "
+      f"(POST p50 {posts['request_latency']['p50_ms']:.1f} ms, p99 {posts['request_latency']['p99_ms']:.1f} ms, errors {sum(posts['errors'].values())}) = {ratio:.2f} of raw produce")
+PY
+}
+
 if [ "$ONLY" = home ]; then home_section; log "Done (BENCH_ONLY=home). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = allocators ]; then alloc_section; log "Done (BENCH_ONLY=allocators). JSON reports in $OUT/"; exit 0; fi
+if [ "$ONLY" = broker ]; then broker_section; log "Done (BENCH_ONLY=broker). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = many ]; then many_section; log "Done (BENCH_ONLY=many). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = drain ]; then drain_section; log "Done (BENCH_ONLY=drain). JSON reports in $OUT/"; exit 0; fi
 if [ "$ONLY" = home-idle ]; then
@@ -590,6 +619,7 @@ home_section
 drain_section
 alloc_section
 many_section
+broker_section
 
 echo
 log "Done. JSON reports in $OUT/"

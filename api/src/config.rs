@@ -118,7 +118,8 @@ pub struct KafkaSettings {
     /// own ones that wait behind them for their turn.
     pub fetch_wait_max_ms: u32,
     /// `fetch.wait.max.ms` of the worker's consumer
-    /// (`KAFKA_WORKER_FETCH_WAIT_MAX_MS`): every post waits for it once.
+    /// (`KAFKA_WORKER_FETCH_WAIT_MAX_MS`): a post written through another
+    /// instance (or not taken from the hand-off) waits for part of one.
     pub worker_fetch_wait_max_ms: u32,
     /// Use librdkafka's idempotent producer (`KAFKA_IDEMPOTENCE`). Off by
     /// default: the pipeline is idempotent end to end without it (the worker
@@ -248,6 +249,9 @@ pub struct LimitSettings {
 pub struct WorkerSettings {
     /// Run the worker in this process (`WORKER_ENABLED`).
     pub enabled: bool,
+    /// Hand the records this instance writes straight to its worker once
+    /// acknowledged (`WORKER_HANDOFF`); see `worker::handoff`.
+    pub handoff: bool,
     /// Most records persisted in one transaction (`WORKER_BATCH_SIZE`).
     pub batch_size: usize,
     /// Rejoin the group after this long without partitions
@@ -367,10 +371,10 @@ impl KafkaSettings {
                 .to_owned(),
             produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 5000, 100..=120_000)?,
             linger_ms: env.parse_range("KAFKA_LINGER_MS", 1u32, 0..=60_000)?,
-            fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 25u32, 1..=10_000)?,
+            fetch_wait_max_ms: env.parse_range("KAFKA_FETCH_WAIT_MAX_MS", 100u32, 1..=10_000)?,
             worker_fetch_wait_max_ms: env.parse_range(
                 "KAFKA_WORKER_FETCH_WAIT_MAX_MS",
-                5u32,
+                100u32,
                 1..=10_000,
             )?,
             idempotence: env.parse_bool("KAFKA_IDEMPOTENCE", false)?,
@@ -432,6 +436,7 @@ impl WorkerSettings {
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(WorkerSettings {
             enabled: env.parse_bool("WORKER_ENABLED", true)?,
+            handoff: env.parse_bool("WORKER_HANDOFF", true)?,
             batch_size: env.parse_range("WORKER_BATCH_SIZE", 500usize, 1..=10_000)?,
             rejoin_when_empty: match env.parse_range(
                 "WORKER_REJOIN_EMPTY_SECS",
@@ -734,8 +739,8 @@ mod tests {
         assert!(!s.kafka.idempotence);
         assert_eq!(s.kafka.max_in_flight, 5);
         assert_eq!(s.kafka.linger_ms, 1);
-        assert_eq!(s.kafka.fetch_wait_max_ms, 25);
-        assert_eq!(s.kafka.worker_fetch_wait_max_ms, 5);
+        assert_eq!(s.kafka.fetch_wait_max_ms, 100);
+        assert_eq!(s.kafka.worker_fetch_wait_max_ms, 100);
         assert_eq!(s.metrics_addr, None);
         assert_eq!(s.log_format, LogFormat::Text);
         let s = Settings::from_vars(&vars(&[
@@ -918,6 +923,7 @@ mod tests {
         ("KAFKA_FETCH_WAIT_MAX_MS", "0"),
         ("KAFKA_WORKER_FETCH_WAIT_MAX_MS", "0"),
         ("WORKER_ENABLED", "maybe"),
+        ("WORKER_HANDOFF", "sometimes"),
         ("WORKER_BATCH_SIZE", "0"),
         ("WORKER_REJOIN_EMPTY_SECS", "86401"),
         ("WORKER_STALL_SECS", "0"),

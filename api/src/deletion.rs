@@ -200,14 +200,11 @@ async fn queue(ingest: &Ingest, message_id: Uuid, author: UserId) -> Result<(), 
         requested_at: message::now_millis(),
     };
     ingest
-        .producer
-        .send(
-            &ingest.topic,
+        .enqueue(
             deletion.user_id.as_str().as_bytes(),
             &message::encode_deletion(&deletion),
             &[],
         )
         .await
-        .map(|_| ())
         .map_err(DeleteError::Queue)
 }

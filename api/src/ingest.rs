@@ -152,6 +152,8 @@ impl ResponseError for PostError {
 /// What posting needs: where posts go and how long a body may take.
 pub struct Ingest {
     pub producer: Producer,
+    /// This instance's worker's hand-off, when it runs one.
+    pub handoff: Option<crate::worker::Handoff>,
     /// `events-to-process`.
     pub topic: String,
     /// `HTTP_BODY_TIMEOUT_MS`.
@@ -278,13 +280,7 @@ async fn queue_post(
             .and_then(|v| v.to_str().ok())
     });
     let started = std::time::Instant::now();
-    let queued = queue(
-        &ingest.producer,
-        &ingest.topic,
-        &message,
-        span.traceparent().as_deref(),
-    )
-    .await;
+    let queued = queue(ingest, &message, span.traceparent().as_deref()).await;
     match &queued {
         Ok(()) => metrics
             .ingest
@@ -384,11 +380,30 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, PostError> {
         .ok_or(PostError::InvalidIdempotencyKey)
 }
 
+impl Ingest {
+    /// Writes a record to `events-to-process` and waits for the broker's
+    /// acknowledgement; then offers it to this instance's worker.
+    pub async fn enqueue(
+        &self,
+        key: &[u8],
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), crate::kafka::ProduceError> {
+        let place = self
+            .producer
+            .send(&self.topic, key, payload, headers)
+            .await?;
+        if let Some(handoff) = &self.handoff {
+            handoff.offer(place, key, payload, headers);
+        }
+        Ok(())
+    }
+}
+
 /// Produces the message, with the `traceparent` of its POST's span when
 /// traces are on, and waits for the broker's acknowledgement.
 async fn queue(
-    producer: &Producer,
-    topic: &str,
+    ingest: &Ingest,
     message: &Message,
     traceparent: Option<&str>,
 ) -> Result<(), PostError> {
@@ -396,15 +411,13 @@ async fn queue(
         Some(tp) => &[(crate::traces::TRACEPARENT, tp)],
         None => &[],
     };
-    producer
-        .send(
-            topic,
+    ingest
+        .enqueue(
             message.user_id.as_str().as_bytes(),
             &message::encode(message),
             headers,
         )
         .await
-        .map(|_| ())
         .map_err(PostError::Unavailable)
 }
 

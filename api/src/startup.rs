@@ -95,6 +95,8 @@ struct Pipeline {
     producer: Producer,
     broadcaster: Broadcaster,
     worker: Option<Monitor>,
+    /// This instance's worker's hand-off, when it runs one.
+    handoff: Option<worker::Handoff>,
     metrics: Arc<Metrics>,
     features: Arc<Features>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -110,6 +112,7 @@ impl Services {
         Services {
             ingest: web::Data::new(Ingest {
                 producer: p.producer.clone(),
+                handoff: p.handoff.clone(),
                 topic: settings.kafka.topic_to_process.clone(),
                 body_timeout: settings.limits.body_timeout,
                 features: p.features.clone(),
@@ -391,8 +394,8 @@ async fn start_pipeline(
             )),
         ),
     ];
-    let worker = if settings.worker.enabled {
-        let (monitor, task) = worker::spawn(
+    let (worker, handoff) = if settings.worker.enabled {
+        let (monitor, handoff, task) = worker::spawn(
             &settings.kafka,
             &settings.worker,
             store.clone(),
@@ -403,15 +406,16 @@ async fn start_pipeline(
         )
         .context("could not create the worker's consumer")?;
         tasks.push(("worker", task));
-        Some(monitor)
+        (Some(monitor), handoff)
     } else {
-        None
+        (None, None)
     };
     Ok(Pipeline {
         store,
         producer,
         broadcaster,
         worker,
+        handoff,
         metrics,
         features,
         tasks,

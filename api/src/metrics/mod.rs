@@ -226,6 +226,8 @@ pub struct WorkerMetrics {
     pub persisted: Counter,
     pub deletions_applied: Counter,
     pub redeliveries: Counter,
+    pub handed: Counter,
+    pub acknowledged_only: Counter,
     pub dead_letters: Family<CauseLabel, Counter>,
     retries: Family<CauseLabel, Counter>,
     /// Read at scrape time: records behind the worker, per owned partition.
@@ -261,6 +263,18 @@ impl WorkerMetrics {
                 r,
                 "feed_worker_redeliveries",
                 "records whose message was already stored (replays)",
+                Counter::default(),
+            ),
+            handed: add(
+                r,
+                "feed_worker_handed_records",
+                "records processed from this instance's hand-off, before the consumer brought them",
+                Counter::default(),
+            ),
+            acknowledged_only: add(
+                r,
+                "feed_worker_acknowledged_only_records",
+                "records the consumer brought after their handed copy was processed: offset stored, nothing else",
                 Counter::default(),
             ),
             dead_letters: add(

@@ -19,6 +19,7 @@
 //! the batch is split in halves until the record at fault fails alone, so the
 //! others are still stored, in order.
 
+mod handoff;
 mod orphans;
 mod progress;
 
@@ -44,6 +45,7 @@ use crate::metrics::{CauseLabel, Metrics, RetryCause};
 use crate::retry::{self, Backoff};
 use crate::store::{Failure, Store, StoreError};
 
+pub use handoff::Handoff;
 pub use progress::Monitor;
 
 /// How often the worker checks that it owns partitions.
@@ -80,6 +82,18 @@ fn consumer(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::
 
 /// What a look at the partitions this member does not own found.
 type ForeignLook = Result<Vec<orphans::Foreign>, rdkafka::error::KafkaError>;
+
+/// The next handed record; never, without a hand-off or once every sender
+/// is gone (the HTTP side has stopped).
+async fn next_handed(intake: &mut Option<handoff::Intake>) -> OwnedMessage {
+    if let Some(records) = intake {
+        if let Some(record) = records.recv().await {
+            return record;
+        }
+        *intake = None;
+    }
+    std::future::pending().await
+}
 
 /// The look's result once it is done; never, while none is under way.
 async fn finished(
@@ -143,8 +157,12 @@ fn foreign_partitions(consumer: &StreamConsumer, topic: &str) -> ForeignLook {
 /// milliseconds; later ones back off as for an unavailable database.
 const QUICK_CONFLICT_RETRIES: u32 = 10;
 
-/// Starts the worker; it runs until `shutdown` fires. Returns a [`Monitor`]
-/// of its progress and the task to await at shutdown.
+/// What [`spawn`] returns: a [`Monitor`] of the worker's progress, its
+/// [`Handoff`] for the records this instance writes (when it is on), and the
+/// task to await at shutdown.
+pub type Spawned = (Monitor, Option<Handoff>, JoinHandle<()>);
+
+/// Starts the worker; it runs until `shutdown` fires.
 pub fn spawn(
     kafka: &KafkaSettings,
     settings: &WorkerSettings,
@@ -153,8 +171,15 @@ pub fn spawn(
     hand_over: HandOver,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) -> Result<(Monitor, JoinHandle<()>), rdkafka::error::KafkaError> {
+) -> Result<Spawned, rdkafka::error::KafkaError> {
     let consumer = Arc::new(consumer(kafka)?);
+    let (handoff, intake) = match settings.handoff {
+        true => {
+            let (handoff, intake) = handoff::channel(&kafka.topic_to_process);
+            (Some(handoff), Some(intake))
+        }
+        false => (None, None),
+    };
     let monitor = Monitor {
         marks: Arc::default(),
         consumer: consumer.clone(),
@@ -171,7 +196,7 @@ pub fn spawn(
         kafka: kafka.clone(),
         settings: settings.clone(),
     };
-    Ok((monitor, tokio::spawn(worker.run(shutdown))))
+    Ok((monitor, handoff, tokio::spawn(worker.run(intake, shutdown))))
 }
 
 /// Everything the worker loop needs.
@@ -190,7 +215,7 @@ struct Worker {
 impl Worker {
     /// Runs until `shutdown` fires; the batch in hand is finished (if its
     /// dependencies answer) and the stored offsets are committed before returning.
-    async fn run(self, shutdown: CancellationToken) {
+    async fn run(self, mut intake: Option<handoff::Intake>, shutdown: CancellationToken) {
         tracing::info!(topic = %self.kafka.topic_to_process, group = %self.kafka.worker_group, "worker started");
         let mut backoff = Backoff::new();
         let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
@@ -199,6 +224,7 @@ impl Worker {
         // A look at the partitions this member does not own, under way off
         // the runtime: the loop goes on consuming meanwhile.
         let mut look: Option<JoinHandle<ForeignLook>> = None;
+        let mut positions = handoff::Positions::default();
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -213,6 +239,13 @@ impl Worker {
                 seen = finished(&mut look) => {
                     look = None;
                     self.check_orphans(seen, &mut orphans).await;
+                    continue;
+                }
+                handed = next_handed(&mut intake) => {
+                    if !self.process_handed(handed, &mut intake, &mut positions, &shutdown).await {
+                        tracing::info!("shutdown during a retry: handed records left to the consumer");
+                        break;
+                    }
                     continue;
                 }
                 received = self.consumer.recv() => received.map(|m| m.detach()),
@@ -231,41 +264,11 @@ impl Worker {
                     continue;
                 }
             };
-            let mut batch = vec![first];
-            // Take whatever else is already fetched, without waiting for more.
-            while batch.len() < self.settings.batch_size {
-                match self.consumer.recv().now_or_never() {
-                    Some(Ok(m)) => batch.push(m.detach()),
-                    _ => break,
-                }
-            }
-            for record in &batch {
-                self.marks.received(record.partition(), record.offset());
-            }
-            self.metrics.worker.batches.inc();
-            self.metrics
-                .worker
-                .batch_records
-                .observe(batch.len() as f64);
-            if !self.process(&batch, &shutdown).await {
-                tracing::info!(
-                    records = batch.len(),
-                    "shutdown during a retry: batch left for redelivery"
-                );
+            if !self
+                .process_consumed(first, &mut positions, &shutdown)
+                .await
+            {
                 break;
-            }
-            for record in &batch {
-                match self.consumer.store_offset(
-                    record.topic(),
-                    record.partition(),
-                    record.offset(),
-                ) {
-                    Ok(()) => self.marks.processed(record.partition(), record.offset()),
-                    // Partition revoked by a rebalance: its new owner replays the record.
-                    Err(e) => {
-                        tracing::debug!(error = %Chain(&e), partition = record.partition(), offset = record.offset(), "offset not stored")
-                    }
-                }
             }
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -273,6 +276,106 @@ impl Worker {
             // Nothing stored since the last commit is reported as an error too.
             Err(e) => tracing::debug!(error = %Chain(&e), "final offset commit"),
         }
+    }
+
+    /// Processes a batch the consumer brought (`first` and whatever else is
+    /// already fetched), then stores its offsets. Records whose handed copy
+    /// was processed are only acknowledged. Returns false only when
+    /// shutdown interrupted a retry: the batch is left for redelivery.
+    async fn process_consumed(
+        &self,
+        first: OwnedMessage,
+        positions: &mut handoff::Positions,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut batch = vec![first];
+        // Take whatever else is already fetched, without waiting for more.
+        while batch.len() < self.settings.batch_size {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m.detach()),
+                _ => break,
+            }
+        }
+        for record in &batch {
+            self.marks.received(record.partition(), record.offset());
+        }
+        let todo: Vec<&OwnedMessage> = batch
+            .iter()
+            .filter(|r| positions.take_consumed(r.partition(), r.offset()))
+            .collect();
+        self.metrics
+            .worker
+            .acknowledged_only
+            .inc_by((batch.len() - todo.len()) as u64);
+        if !todo.is_empty() {
+            self.metrics.worker.batches.inc();
+            self.metrics.worker.batch_records.observe(todo.len() as f64);
+            if !self.process(&todo, shutdown).await {
+                tracing::info!(
+                    records = batch.len(),
+                    "shutdown during a retry: batch left for redelivery"
+                );
+                return false;
+            }
+        }
+        for record in &batch {
+            match self
+                .consumer
+                .store_offset(record.topic(), record.partition(), record.offset())
+            {
+                Ok(()) => self.marks.processed(record.partition(), record.offset()),
+                // Partition revoked by a rebalance: its new owner replays the record.
+                Err(e) => {
+                    tracing::debug!(error = %Chain(&e), partition = record.partition(), offset = record.offset(), "offset not stored")
+                }
+            }
+        }
+        true
+    }
+
+    /// Processes the handed records waiting (up to a batch) that are next in
+    /// a partition this member owns; the others are left to the consumer.
+    /// Their offsets are stored when the consumer brings them. Returns false
+    /// only when shutdown interrupted a retry.
+    async fn process_handed(
+        &self,
+        first: OwnedMessage,
+        intake: &mut Option<handoff::Intake>,
+        positions: &mut handoff::Positions,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut handed = vec![first];
+        while handed.len() < self.settings.batch_size {
+            match intake.as_mut().map(|records| records.try_recv()) {
+                Some(Ok(record)) => handed.push(record),
+                _ => break,
+            }
+        }
+        let owned: Vec<i32> = match self.consumer.assignment() {
+            Ok(list) => list
+                .elements_for_topic(&self.kafka.topic_to_process)
+                .iter()
+                .map(|tp| tp.partition())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        positions.retain(&owned);
+        let batch: Vec<&OwnedMessage> = handed
+            .iter()
+            .filter(|r| {
+                positions.take_handed(r.partition(), r.offset(), owned.contains(&r.partition()))
+            })
+            .collect();
+        if batch.is_empty() {
+            return true;
+        }
+        self.metrics.worker.handed.inc_by(batch.len() as u64);
+        self.metrics.worker.batches.inc();
+        self.metrics
+            .worker
+            .batch_records
+            .observe(batch.len() as f64);
+        self.process(&batch, shutdown).await
     }
 
     /// Rejoins the group when this member has had no partitions for
@@ -363,10 +466,10 @@ impl Worker {
 
     /// Processes one batch completely. Returns false only when shutdown
     /// interrupted a retry, in which case nothing of the batch may be committed.
-    async fn process(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
+    async fn process(&self, batch: &[&OwnedMessage], shutdown: &CancellationToken) -> bool {
         let mut records: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
         let mut messages: Vec<Command> = Vec::with_capacity(batch.len());
-        for record in batch {
+        for &record in batch {
             match message::decode(record.payload()) {
                 Ok(m) => {
                     records.push(record);
@@ -653,7 +756,7 @@ impl Worker {
 }
 
 /// `partition:first-last` for each partition of a batch, e.g. `0:10-14 2:3-5`.
-fn offset_ranges(batch: &[OwnedMessage]) -> String {
+fn offset_ranges(batch: &[&OwnedMessage]) -> String {
     let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
     for r in batch {
         let range = ranges

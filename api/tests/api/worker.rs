@@ -226,3 +226,86 @@ async fn a_sequence_counter_that_went_backwards_is_reported_as_a_stall() {
         .get("sequence_counter_behind")
         .is_none());
 }
+
+/// The worker's counters, read from `/metrics`.
+async fn worker_counts(app: &crate::helpers::Api) -> (f64, f64, f64) {
+    let text = app.metrics_text().await;
+    let count = |name: &str| crate::helpers::metric(&text, name, &[]).unwrap_or(0.0);
+    (
+        count("feed_worker_handed_records_total"),
+        count("feed_worker_acknowledged_only_records_total"),
+        count("feed_worker_redeliveries_total"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_this_instance_writes_are_processed_from_the_hand_off_and_their_broker_copies_only_acknowledged(
+) {
+    let env = crate::helpers::TestEnv::new(false).await;
+    let app = env.spawn(&[]).await;
+    let mut feed = app.feed("?history=0", None).await;
+    // The first record of the partition comes through the consumer: it
+    // tells the worker where the partition stands.
+    let first = app.post_message("kai", "first").await;
+    env.wait_persisted(&first).await;
+    let mut ids = vec![first];
+    for i in 0..20 {
+        ids.push(app.post_message("kai", &format!("handed {i}")).await);
+    }
+    let got: Vec<String> = feed
+        .messages(21)
+        .await
+        .iter()
+        .map(|e| e.json()["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(got, ids, "every message once, in order");
+    // The broker's copies arrive later and are only acknowledged: nothing
+    // is stored or published twice.
+    let settled = crate::helpers::eventually(|| async {
+        let counts = worker_counts(&app).await;
+        (counts.1 >= 20.0).then_some(counts)
+    })
+    .await;
+    let counts = match settled {
+        Some(counts) => counts,
+        None => worker_counts(&app).await,
+    };
+    println!("handed, acknowledged only, redeliveries: {counts:?}");
+    assert_eq!(counts, (20.0, 20.0, 0.0));
+    assert_eq!(env.total_rows().await, 21);
+    feed.assert_no_message(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_written_through_two_instances_keeps_its_order_with_the_hand_off() {
+    let env = crate::helpers::TestEnv::new(false).await;
+    // A's worker fetches rarely, so what it is handed is always ahead of
+    // what its consumer has brought; B has no worker, so nothing B writes
+    // is handed to anyone.
+    let a = env
+        .spawn(&[("KAFKA_WORKER_FETCH_WAIT_MAX_MS", "1000".into())])
+        .await;
+    let b = env.spawn(&[("WORKER_ENABLED", "false".into())]).await;
+    let mut feed = a.feed("?history=0", None).await;
+    let first = a.post_message("lea", "first").await;
+    env.wait_persisted(&first).await;
+    let mut ids = vec![first];
+    // One author, so one partition; each post is acknowledged before the next.
+    for i in 0..10 {
+        ids.push(b.post_message("lea", &format!("through b {i}")).await);
+        ids.push(a.post_message("lea", &format!("through a {i}")).await);
+    }
+    let got: Vec<String> = feed
+        .messages(21)
+        .await
+        .iter()
+        .map(|e| e.json()["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        got, ids,
+        "the author's posts in the order they were acknowledged"
+    );
+    let counts = worker_counts(&a).await;
+    println!("handed, acknowledged only, redeliveries: {counts:?}");
+    assert_eq!(counts.2, 0.0, "nothing stored twice");
+}
