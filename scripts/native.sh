@@ -37,7 +37,14 @@ ensure_postgres_installed() {
 }
 
 ensure_tansu_installed() {
-  if command -v tansu >/dev/null; then return; fi
+  if command -v tansu >/dev/null; then
+    # One installed before the pin (or by hand) is used as it is.
+    case "$(tansu --version 2>/dev/null)" in
+      *" 0.6.0"*) ;;
+      *) log "warning: $(command -v tansu) is not Tansu 0.6.0, the version docs/ describe; run: cargo install ${TANSU_VERSION_FEATURES[*]} --force" ;;
+    esac
+    return
+  fi
   command -v cargo >/dev/null || die "cargo is needed to install Tansu"
   log "Installing the Tansu broker: cargo install ${TANSU_VERSION_FEATURES[*]}"
   log "(one time; about 10 to 20 minutes on 2 cores; progress below)"

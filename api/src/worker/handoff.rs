@@ -24,9 +24,9 @@
 //! between the two is a redelivery, which the store and the broadcasters
 //! already drop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+use rdkafka::message::{Header, Message as _, OwnedHeaders, OwnedMessage, Timestamp};
 use tokio::sync::mpsc;
 
 /// Records waiting in the hand-off at most; past it a post simply takes
@@ -90,11 +90,18 @@ impl Handoff {
     }
 }
 
+/// Handed records this worker holds at most while they wait for the records
+/// before them; past it they are left to the consumer.
+const MOST_WAITING: usize = 4096;
+
 /// For each partition this worker owns, the offset of the next record it
-/// has not processed; what decides which copy of a record is processed.
+/// has not processed, and the handed records that wait for it: what decides
+/// which copy of a record is processed, and when.
 #[derive(Debug, Default)]
 pub struct Positions {
     next: HashMap<i32, i64>,
+    waiting: HashMap<i32, BTreeMap<i64, OwnedMessage>>,
+    held: usize,
 }
 
 impl Positions {
@@ -107,27 +114,82 @@ impl Positions {
             return false;
         }
         *next = offset + 1;
+        // Its handed copy, and any before it, are not needed any more.
+        if let Some(waiting) = self.waiting.get_mut(&partition) {
+            let later = waiting.split_off(&(offset + 1));
+            self.held -= waiting.len();
+            *waiting = later;
+        }
         true
     }
 
-    /// A handed record: true when this worker owns the partition and has
-    /// processed every record before it there, so it may be processed now.
-    /// A partition the consumer has not delivered from since it was
-    /// assigned has no known position: its records wait for the consumer.
-    pub fn take_handed(&mut self, partition: i32, offset: i64, owned: bool) -> bool {
-        match self.next.get_mut(&partition) {
-            Some(next) if owned && *next == offset => {
-                *next = offset + 1;
-                true
-            }
-            _ => false,
+    /// Keeps a handed record until every record before it in its partition
+    /// has been processed ([`Positions::ready`]). A record of a partition
+    /// this worker does not own, one already processed, or one past the
+    /// bound is dropped: the consumer brings it.
+    pub fn hand(&mut self, record: OwnedMessage, owned: bool) {
+        let (partition, offset) = (record.partition(), record.offset());
+        let done = self.next.get(&partition).is_some_and(|next| offset < *next);
+        if !owned || done || self.held >= MOST_WAITING {
+            return;
         }
+        if self
+            .waiting
+            .entry(partition)
+            .or_default()
+            .insert(offset, record)
+            .is_none()
+        {
+            self.held += 1;
+        }
+    }
+
+    /// The handed records that are next in their partitions, in offset
+    /// order, at most `most`; the positions move past them. A partition the
+    /// consumer has not delivered from since it was assigned has no known
+    /// position: its records wait for the consumer's first.
+    pub fn ready(&mut self, most: usize) -> Vec<OwnedMessage> {
+        let mut out = Vec::new();
+        for (partition, waiting) in &mut self.waiting {
+            let Some(next) = self.next.get_mut(partition) else {
+                continue;
+            };
+            while out.len() < most {
+                let Some(entry) = waiting.first_entry() else {
+                    break;
+                };
+                if *entry.key() < *next {
+                    entry.remove();
+                    self.held -= 1;
+                } else if *entry.key() == *next {
+                    out.push(entry.remove());
+                    self.held -= 1;
+                    *next += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        out
     }
 
     /// Forgets the partitions this worker no longer owns: their next owner
     /// decides, and should one come back, the consumer tells where it is.
     pub fn retain(&mut self, owned: &[i32]) {
         self.next.retain(|p, _| owned.contains(p));
+        let held = &mut self.held;
+        self.waiting.retain(|p, waiting| {
+            let keep = owned.contains(p);
+            if !keep {
+                *held -= waiting.len();
+            }
+            keep
+        });
+    }
+
+    /// Forgets everything (the worker rejoined its group).
+    pub fn clear(&mut self) {
+        *self = Positions::default();
     }
 }
 
@@ -135,47 +197,105 @@ impl Positions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_handed_record_is_taken_only_next_in_its_partition() {
-        let mut p = Positions::default();
-        // Nothing known of the partition yet: the consumer decides.
-        assert!(!p.take_handed(0, 5, true));
-        assert!(p.take_consumed(0, 5));
-        assert!(p.take_handed(0, 6, true));
-        assert!(p.take_handed(0, 7, true));
-        // A gap (a record written by another instance, not handed): wait.
-        assert!(!p.take_handed(0, 9, true));
-        // Its consumer copies: 6 and 7 were processed, 8 was not.
-        assert!(!p.take_consumed(0, 6));
-        assert!(!p.take_consumed(0, 7));
-        assert!(p.take_consumed(0, 8));
-        assert!(p.take_handed(0, 9, true));
-        assert!(!p.take_consumed(0, 9));
-        // Partitions are apart.
-        assert!(!p.take_handed(1, 9, true));
+    fn record(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    fn offsets(records: &[OwnedMessage]) -> Vec<(i32, i64)> {
+        records
+            .iter()
+            .map(|r| (r.partition(), r.offset()))
+            .collect()
     }
 
     #[test]
-    fn a_partition_not_owned_takes_nothing_handed() {
+    fn handed_records_wait_for_the_records_before_them() {
+        let mut p = Positions::default();
+        // Nothing known of the partition yet: they wait for the consumer.
+        p.hand(record(0, 6), true);
+        p.hand(record(0, 5), true);
+        assert!(p.ready(100).is_empty());
+        assert!(p.take_consumed(0, 4));
+        // Offered out of order, released in order.
+        assert_eq!(offsets(&p.ready(100)), [(0, 5), (0, 6)]);
+        // A gap (a record written by another instance, not handed): wait.
+        p.hand(record(0, 8), true);
+        assert!(p.ready(100).is_empty());
+        assert!(p.take_consumed(0, 7));
+        assert_eq!(offsets(&p.ready(100)), [(0, 8)]);
+        // The consumer's copies of processed records are only acknowledged.
+        for offset in 5..=8 {
+            assert!(!p.take_consumed(0, offset));
+        }
+        assert!(p.take_consumed(0, 9));
+        assert_eq!(p.held, 0);
+    }
+
+    #[test]
+    fn a_record_the_consumer_brings_first_is_not_released_again() {
+        let mut p = Positions::default();
+        assert!(p.take_consumed(1, 0));
+        p.hand(record(1, 2), true);
+        p.hand(record(1, 1), true);
+        // The consumer was faster for 1 and 2.
+        assert!(p.take_consumed(1, 1));
+        assert!(p.take_consumed(1, 2));
+        assert!(p.ready(100).is_empty());
+        assert_eq!(p.held, 0);
+        // Handed after its consumer copy: dropped at once.
+        p.hand(record(1, 2), true);
+        assert_eq!(p.held, 0);
+    }
+
+    #[test]
+    fn partitions_not_owned_hold_nothing() {
         let mut p = Positions::default();
         assert!(p.take_consumed(2, 0));
-        assert!(!p.take_handed(2, 1, false));
-        assert!(p.take_handed(2, 1, true));
-        // Revoked, then back: its position is unknown until the consumer speaks.
+        p.hand(record(2, 1), false);
+        assert!(p.ready(100).is_empty());
+        p.hand(record(2, 1), true);
+        p.hand(record(2, 2), true);
+        // Revoked: forgotten, records and position.
         p.retain(&[0, 1]);
-        assert!(!p.take_handed(2, 2, true));
-        assert!(p.take_consumed(2, 2));
-        assert!(p.take_handed(2, 3, true));
+        assert_eq!(p.held, 0);
+        p.hand(record(2, 3), true);
+        assert!(p.ready(100).is_empty());
+        assert!(p.take_consumed(2, 3));
+        assert!(p.ready(100).is_empty());
+        p.clear();
+        assert!(p.take_consumed(2, 3), "after a rejoin the consumer decides");
+    }
+
+    #[test]
+    fn ready_gives_at_most_what_is_asked_and_the_rest_later() {
+        let mut p = Positions::default();
+        assert!(p.take_consumed(0, 0));
+        for offset in 1..=5 {
+            p.hand(record(0, offset), true);
+        }
+        assert_eq!(offsets(&p.ready(2)), [(0, 1), (0, 2)]);
+        assert_eq!(offsets(&p.ready(10)), [(0, 3), (0, 4), (0, 5)]);
     }
 
     #[test]
     fn the_consumer_ahead_of_the_known_position_moves_it() {
         let mut p = Positions::default();
         assert!(p.take_consumed(0, 3));
+        p.hand(record(0, 4), true);
         // A gap in the consumer's offsets (compaction, control records).
         assert!(p.take_consumed(0, 10));
-        assert!(!p.take_handed(0, 4, true));
-        assert!(p.take_handed(0, 11, true));
+        assert!(p.ready(100).is_empty());
+        p.hand(record(0, 11), true);
+        assert_eq!(offsets(&p.ready(100)), [(0, 11)]);
+        assert_eq!(p.held, 0);
     }
 
     #[tokio::test]
@@ -183,7 +303,7 @@ mod tests {
         let (handoff, mut intake) = channel("events-to-process");
         handoff.offer((2, 41), b"alice", b"{}", &[("traceparent", "00-x")]);
         let record = intake.recv().await.expect("record");
-        use rdkafka::message::{Headers as _, Message as _};
+        use rdkafka::message::Headers as _;
         assert_eq!(
             (record.topic(), record.partition(), record.offset()),
             ("events-to-process", 2, 41)

@@ -231,6 +231,7 @@ impl Worker {
                 _ = watchdog.tick() => {
                     if self.check_assignment(&mut empty_since) {
                         orphans.clear();
+                        positions.clear();
                     } else if look.is_none() {
                         look = self.look_at_foreign_partitions();
                     }
@@ -238,7 +239,9 @@ impl Worker {
                 }
                 seen = finished(&mut look) => {
                     look = None;
-                    self.check_orphans(seen, &mut orphans).await;
+                    if self.check_orphans(seen, &mut orphans).await {
+                        positions.clear();
+                    }
                     continue;
                 }
                 handed = next_handed(&mut intake) => {
@@ -264,9 +267,11 @@ impl Worker {
                     continue;
                 }
             };
+            // Handed records that waited for these are next now.
             if !self
                 .process_consumed(first, &mut positions, &shutdown)
                 .await
+                || !self.process_ready(&mut positions, &shutdown).await
             {
                 break;
             }
@@ -333,10 +338,10 @@ impl Worker {
         true
     }
 
-    /// Processes the handed records waiting (up to a batch) that are next in
-    /// a partition this member owns; the others are left to the consumer.
-    /// Their offsets are stored when the consumer brings them. Returns false
-    /// only when shutdown interrupted a retry.
+    /// Takes the handed records waiting (`first` and the rest, up to a
+    /// batch) into `positions` when they belong to partitions this member
+    /// owns, then processes those that are next in their partitions.
+    /// Returns false only when shutdown interrupted a retry.
     async fn process_handed(
         &self,
         first: OwnedMessage,
@@ -344,13 +349,6 @@ impl Worker {
         positions: &mut handoff::Positions,
         shutdown: &CancellationToken,
     ) -> bool {
-        let mut handed = vec![first];
-        while handed.len() < self.settings.batch_size {
-            match intake.as_mut().map(|records| records.try_recv()) {
-                Some(Ok(record)) => handed.push(record),
-                _ => break,
-            }
-        }
         let owned: Vec<i32> = match self.consumer.assignment() {
             Ok(list) => list
                 .elements_for_topic(&self.kafka.topic_to_process)
@@ -360,22 +358,44 @@ impl Worker {
             Err(_) => Vec::new(),
         };
         positions.retain(&owned);
-        let batch: Vec<&OwnedMessage> = handed
-            .iter()
-            .filter(|r| {
-                positions.take_handed(r.partition(), r.offset(), owned.contains(&r.partition()))
-            })
-            .collect();
-        if batch.is_empty() {
-            return true;
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(record) = next {
+            let mine = owned.contains(&record.partition());
+            positions.hand(record, mine);
+            taken += 1;
+            next = match intake.as_mut().map(|records| records.try_recv()) {
+                Some(Ok(record)) if taken < self.settings.batch_size => Some(record),
+                _ => None,
+            };
         }
-        self.metrics.worker.handed.inc_by(batch.len() as u64);
-        self.metrics.worker.batches.inc();
-        self.metrics
-            .worker
-            .batch_records
-            .observe(batch.len() as f64);
-        self.process(&batch, shutdown).await
+        self.process_ready(positions, shutdown).await
+    }
+
+    /// Processes the handed records that are next in their partitions, a
+    /// batch at a time. Their offsets are stored when the consumer brings
+    /// them. Returns false only when shutdown interrupted a retry.
+    async fn process_ready(
+        &self,
+        positions: &mut handoff::Positions,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        loop {
+            let batch = positions.ready(self.settings.batch_size);
+            if batch.is_empty() {
+                return true;
+            }
+            self.metrics.worker.handed.inc_by(batch.len() as u64);
+            self.metrics.worker.batches.inc();
+            self.metrics
+                .worker
+                .batch_records
+                .observe(batch.len() as f64);
+            let records: Vec<&OwnedMessage> = batch.iter().collect();
+            if !self.process(&records, shutdown).await {
+                return false;
+            }
+        }
     }
 
     /// Rejoins the group when this member has had no partitions for
@@ -421,31 +441,31 @@ impl Worker {
     /// Rejoins the group when a partition this member does not own has had
     /// records waiting and no committed progress for
     /// `WORKER_REJOIN_EMPTY_SECS` while the database answers: no live member
-    /// serves it ([`orphans`]).
+    /// serves it ([`orphans`]). True when it rejoined.
     async fn check_orphans(
         &self,
         seen: Result<ForeignLook, tokio::task::JoinError>,
         orphans: &mut orphans::Orphans,
-    ) {
+    ) -> bool {
         let Some(limit) = self.settings.rejoin_when_empty else {
-            return;
+            return false;
         };
         let foreign = match seen {
             Ok(Ok(foreign)) => foreign,
             Ok(Err(e)) => {
                 tracing::debug!(error = %Chain(&e), "could not read the group's other partitions");
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "the look at the group's other partitions did not finish");
-                return;
+                return false;
             }
         };
         let jitter = rand::rng().random_range(1.0..1.5);
         let stuck = orphans.observe(&foreign, std::time::Instant::now(), limit, jitter);
         // Another member waiting for a database that is down is not gone.
         if stuck.is_empty() || self.store.counter().await.is_err() {
-            return;
+            return false;
         }
         tracing::warn!(
             partitions = ?stuck,
@@ -454,6 +474,7 @@ impl Worker {
         );
         self.rejoin();
         orphans.rejoined();
+        true
     }
 
     /// Leaves the group and joins it again: the coordinator assigns afresh.

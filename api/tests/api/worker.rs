@@ -261,9 +261,12 @@ async fn records_this_instance_writes_are_processed_from_the_hand_off_and_their_
     assert_eq!(got, ids, "every message once, in order");
     // The broker's copies arrive later and are only acknowledged: nothing
     // is stored or published twice.
+    // Each was processed once: from the hand-off (all but those the
+    // consumer happened to bring first), the broker's copy then only
+    // acknowledged.
     let settled = crate::helpers::eventually(|| async {
         let counts = worker_counts(&app).await;
-        (counts.1 >= 20.0).then_some(counts)
+        (counts.0 > 0.0 && counts.1 == counts.0).then_some(counts)
     })
     .await;
     let counts = match settled {
@@ -271,7 +274,12 @@ async fn records_this_instance_writes_are_processed_from_the_hand_off_and_their_
         None => worker_counts(&app).await,
     };
     println!("handed, acknowledged only, redeliveries: {counts:?}");
-    assert_eq!(counts, (20.0, 20.0, 0.0));
+    assert!(counts.0 > 0.0, "records were taken from the hand-off");
+    assert_eq!(
+        counts.1, counts.0,
+        "each handed record's broker copy only acknowledged"
+    );
+    assert_eq!(counts.2, 0.0, "nothing stored twice");
     assert_eq!(env.total_rows().await, 21);
     feed.assert_no_message(Duration::from_millis(500)).await;
 }
