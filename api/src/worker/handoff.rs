@@ -14,12 +14,13 @@
 //! hand-off only decides *when* the record is processed, and it may do so
 //! only in the order of the partition: the worker takes a handed record
 //! only when it owns the partition and has processed every record before it
-//! there ([`Positions::take_handed`]), so a partition's records are still
-//! stored in offset order, also when other instances write to the same
-//! partition (their records are not handed here: this one then waits for the
-//! consumer). The consumer's copy of a record already processed is only
+//! there, and holds it until then ([`Positions::hand`], [`Positions::ready`]),
+//! so a partition's records are still stored in offset order, also when
+//! other instances write to the same partition (their records are not
+//! handed here: what follows them waits for the consumer to bring them).
+//! The consumer's copy of a record already processed is only
 //! acknowledged ([`Positions::take_consumed`]). Anything the hand-off does
-//! not take (a full queue, a partition owned elsewhere, a gap) is processed
+//! not take (a full queue or hold, a partition owned elsewhere) is processed
 //! when the consumer delivers it, exactly as without the hand-off; a crash
 //! between the two is a redelivery, which the store and the broadcasters
 //! already drop.

@@ -349,23 +349,28 @@ impl Worker {
         positions: &mut handoff::Positions,
         shutdown: &CancellationToken,
     ) -> bool {
-        let owned: Vec<i32> = match self.consumer.assignment() {
-            Ok(list) => list
-                .elements_for_topic(&self.kafka.topic_to_process)
+        // Without the assignment nothing is known: these are left to the
+        // consumer, and the positions stay as they are.
+        let owned: Option<Vec<i32>> = self.consumer.assignment().ok().map(|list| {
+            list.elements_for_topic(&self.kafka.topic_to_process)
                 .iter()
                 .map(|tp| tp.partition())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        positions.retain(&owned);
+                .collect()
+        });
+        if let Some(owned) = &owned {
+            positions.retain(owned);
+        }
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(record) = next {
-            let mine = owned.contains(&record.partition());
+            let mine = owned
+                .as_ref()
+                .is_some_and(|owned| owned.contains(&record.partition()));
             positions.hand(record, mine);
             taken += 1;
-            next = match intake.as_mut().map(|records| records.try_recv()) {
-                Some(Ok(record)) if taken < self.settings.batch_size => Some(record),
+            // A full batch leaves the rest queued for the next turn.
+            next = match intake.as_mut() {
+                Some(records) if taken < self.settings.batch_size => records.try_recv().ok(),
                 _ => None,
             };
         }
