@@ -677,6 +677,15 @@ impl SseClient {
         }
     }
 
+    /// The ids of the next `n` message events, in arrival order.
+    pub async fn message_ids(&mut self, n: usize) -> Vec<String> {
+        self.messages(n)
+            .await
+            .iter()
+            .map(|e| e.json()["id"].as_str().expect("id").to_owned())
+            .collect()
+    }
+
     /// Reads `n` message events, failing the test if they do not arrive.
     pub async fn messages(&mut self, n: usize) -> Vec<SseEvent> {
         let mut out = Vec::with_capacity(n);

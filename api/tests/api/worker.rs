@@ -132,12 +132,7 @@ async fn committed_batches_reach_local_clients_directly_and_other_instances_thro
         ids.push(with_worker.post_message("hana", &format!("road {i}")).await);
     }
     for feed in [&mut local_feed, &mut remote_feed] {
-        let got: Vec<String> = feed
-            .messages(10)
-            .await
-            .iter()
-            .map(|e| e.json()["id"].as_str().expect("id").to_owned())
-            .collect();
+        let got = feed.message_ids(10).await;
         assert_eq!(got, ids, "every message once, in order");
         feed.assert_no_message(Duration::from_millis(500)).await;
     }
@@ -252,12 +247,7 @@ async fn records_this_instance_writes_are_processed_from_the_hand_off_and_their_
     for i in 0..20 {
         ids.push(app.post_message("kai", &format!("handed {i}")).await);
     }
-    let got: Vec<String> = feed
-        .messages(21)
-        .await
-        .iter()
-        .map(|e| e.json()["id"].as_str().expect("id").to_owned())
-        .collect();
+    let got = feed.message_ids(21).await;
     assert_eq!(got, ids, "every message once, in order");
     // The broker's copies arrive later and are only acknowledged: nothing
     // is stored or published twice.
@@ -303,12 +293,7 @@ async fn a_partition_written_through_two_instances_keeps_its_order_with_the_hand
         ids.push(b.post_message("lea", &format!("through b {i}")).await);
         ids.push(a.post_message("lea", &format!("through a {i}")).await);
     }
-    let got: Vec<String> = feed
-        .messages(21)
-        .await
-        .iter()
-        .map(|e| e.json()["id"].as_str().expect("id").to_owned())
-        .collect();
+    let got = feed.message_ids(21).await;
     assert_eq!(
         got, ids,
         "the author's posts in the order they were acknowledged"
